@@ -1,0 +1,229 @@
+"""The one exception hierarchy of the HiveMind protocol core.
+
+Every malformed, truncated, tampered or oversized input raises a subclass of
+:class:`HiveMindError`; nothing else escapes the codecs, the cipher envelopes,
+the handshakes or the connection state machine. Errors say whose fault they
+are: a *remote* error (the peer sent something invalid) carries the websocket
+close code the link should be closed with; a *local* error (the API was
+misused) is raised at once and never sent anywhere.
+
+::
+
+    HiveMindError (HiveMindException)
+    ├── ProtocolError                      peer broke the protocol (close 1002)
+    │   ├── DecodingError (ValueError)     bytes/JSON/encoding could not be parsed
+    │   │   ├── Z85DecodeError
+    │   │   ├── InvalidMessage             parsed, but not a valid HiveMessage
+    │   │   └── UnsupportedProtocolVersion
+    │   └── PayloadTooBig                  over a size limit (close 1009)
+    ├── InvalidEncoding (ValueError)       unknown text-encoding name
+    ├── InvalidCipher (ValueError)         unknown cipher name
+    ├── CryptoError
+    │   ├── InvalidKeySize (ValueError)
+    │   └── WrongEncryptionKey
+    │       ├── DecryptionKeyError         authentication tag did not verify (close 1008)
+    │       └── EncryptionKeyError
+    ├── HandshakeError                     (close 1008)
+    │   ├── AuthenticationFailed
+    │   │   └── UnauthorizedKeyError       access key refused
+    │   ├── NegotiationFailed              no common cipher / encoding
+    │   └── VersionRejected
+    ├── PermissionDenied                   (close 4003)
+    ├── InvalidState                       local API misuse
+    └── HiveMindConnectionError (ConnectionError)
+        ├── ConnectionClosed
+        │   ├── ConnectionClosedOK
+        │   └── ConnectionClosedError
+        ├── SecureConnectionFailed
+        └── HiveMindEntryPointNotFound
+
+The names ``HiveMindException``, ``UnauthorizedKeyError``, ``WrongEncryptionKey``,
+``DecryptionKeyError``, ``EncryptionKeyError``, ``Z85DecodeError``,
+``SecureConnectionFailed`` and ``HiveMindEntryPointNotFound`` are the ones the
+reference client exports, so code written against it keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationFailed",
+    "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
+    "CryptoError",
+    "DecodingError",
+    "DecryptionError",
+    "DecryptionKeyError",
+    "EncryptionKeyError",
+    "HandshakeError",
+    "HiveMindConnectionError",
+    "HiveMindEntryPointNotFound",
+    "HiveMindError",
+    "HiveMindException",
+    "InvalidCipher",
+    "InvalidEncoding",
+    "InvalidKeySize",
+    "InvalidMessage",
+    "InvalidState",
+    "NegotiationFailed",
+    "PayloadTooBig",
+    "PermissionDenied",
+    "ProtocolError",
+    "SecureConnectionFailed",
+    "UnauthorizedKeyError",
+    "UnsupportedProtocolVersion",
+    "VersionRejected",
+    "WrongEncryptionKey",
+    "Z85DecodeError",
+]
+
+#: Websocket close codes used by HiveMind links.
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL = 1011
+CLOSE_PERMISSION = 4003
+
+
+class HiveMindError(Exception):
+    """Root of every error raised by HiveMind code.
+
+    ``close_code`` is the websocket close code a link closes with when this
+    error was caused by the peer.
+    """
+
+    close_code: int = CLOSE_INTERNAL
+
+
+#: Name used by the reference client for the root exception.
+HiveMindException = HiveMindError
+
+
+class ProtocolError(HiveMindError):
+    """The peer sent something the protocol does not allow."""
+
+    close_code = CLOSE_PROTOCOL_ERROR
+
+
+class DecodingError(ProtocolError, ValueError):
+    """Bytes, text encoding or JSON could not be parsed."""
+
+
+class Z85DecodeError(DecodingError):
+    """Invalid Z85 text (bad character, bad length, or a group out of range)."""
+
+
+class InvalidMessage(DecodingError):
+    """Well-formed data that is not a valid HiveMessage (unknown type, bad payload)."""
+
+
+class UnsupportedProtocolVersion(DecodingError):
+    """A binary frame announced a protocol version this implementation does not speak."""
+
+
+class PayloadTooBig(ProtocolError):
+    """A frame, a decompressed payload or a metadata block exceeded its limit."""
+
+    close_code = CLOSE_TOO_BIG
+
+
+class InvalidEncoding(HiveMindError, ValueError):
+    """An encoding name that is not one of the supported wire names."""
+
+    close_code = CLOSE_PROTOCOL_ERROR
+
+
+class InvalidCipher(HiveMindError, ValueError):
+    """A cipher name that is not one of the supported wire names."""
+
+    close_code = CLOSE_PROTOCOL_ERROR
+
+
+class CryptoError(HiveMindError):
+    """A cryptographic operation failed."""
+
+    close_code = CLOSE_POLICY
+
+
+class InvalidKeySize(CryptoError, ValueError):
+    """A key of the wrong length for the chosen cipher."""
+
+
+class WrongEncryptionKey(CryptoError):
+    """The key in use does not match the peer's."""
+
+
+class DecryptionKeyError(WrongEncryptionKey):
+    """Authentication failed: the frame was tampered with or encrypted under another key."""
+
+
+#: Our preferred name for the authentication failure of a sealed frame.
+DecryptionError = DecryptionKeyError
+
+
+class EncryptionKeyError(WrongEncryptionKey):
+    """Encryption failed (unusable key material)."""
+
+
+class HandshakeError(HiveMindError):
+    """The handshake could not establish a secure link."""
+
+    close_code = CLOSE_POLICY
+
+
+class AuthenticationFailed(HandshakeError):
+    """Credentials were refused (wrong password, key or signature). Retrying will not help."""
+
+
+class UnauthorizedKeyError(AuthenticationFailed):
+    """The access key is unknown to the hub."""
+
+
+class NegotiationFailed(HandshakeError):
+    """The two ends share no cipher or no encoding, or the handshake mode is impossible."""
+
+
+class VersionRejected(HandshakeError):
+    """The peer refused our protocol version."""
+
+
+class PermissionDenied(HiveMindError):
+    """The link's permissions do not allow this message."""
+
+    close_code = CLOSE_PERMISSION
+
+
+class InvalidState(HiveMindError):
+    """The API was used in a state that does not allow it (a local bug, never the peer's)."""
+
+
+class HiveMindConnectionError(HiveMindError, ConnectionError):
+    """The link could not be opened or was lost."""
+
+
+class ConnectionClosed(HiveMindConnectionError):
+    """The link is closed. ``code``/``reason`` are what the peer (or we) said when closing."""
+
+    def __init__(self, code: int | None = None, reason: str = "") -> None:
+        self.code = code
+        self.reason = reason
+        text = f"connection closed (code {code})" if code is not None else "connection closed"
+        super().__init__(f"{text}: {reason}" if reason else text)
+
+
+class ConnectionClosedOK(ConnectionClosed):
+    """The link closed normally (1000/1001)."""
+
+
+class ConnectionClosedError(ConnectionClosed):
+    """The link closed with an error code, or without a close frame."""
+
+
+class SecureConnectionFailed(HiveMindConnectionError):
+    """A TLS connection could not be established."""
+
+
+class HiveMindEntryPointNotFound(HiveMindConnectionError):
+    """Nothing listens at the given host and port."""

@@ -111,7 +111,7 @@ def derive_password_key(password: str, iv_a: bytes, iv_b: bytes) -> bytes:
     """Session key of a password handshake from both sides' IVs (order does not matter)."""
     if len(iv_a) != len(iv_b):
         raise DecodingError("handshake IVs differ in length")
-    salt = bytes(a ^ b for a, b in zip(iv_a, iv_b))
+    salt = bytes(a ^ b for a, b in zip(iv_a, iv_b, strict=True))
     kdf = PBKDF2HMAC(algorithm=hashes.SHA256(), length=32, salt=salt, iterations=PBKDF2_ITERATIONS)
     return kdf.derive(password.encode("utf-8"))
 

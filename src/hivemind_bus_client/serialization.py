@@ -43,10 +43,10 @@ __all__ = [
     "CODE_OF_TYPE",
     "PROTOCOL_VERSION",
     "TYPE_OF_CODE",
+    "decode_bitstring",
     "decode_frame",
     "encode_frame",
     "get_bitstring",
-    "decode_bitstring",
 ]
 
 PROTOCOL_VERSION = 1

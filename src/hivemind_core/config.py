@@ -1,0 +1,218 @@
+"""Hub configuration: one dataclass, mapped onto ``server.json``.
+
+Every limit and timeout of the hub is a field here with a safe default. The
+file lives at ``$XDG_CONFIG_HOME/hivemind-core/server.json`` (default
+``~/.config/hivemind-core/server.json``); missing keys take their defaults,
+unknown keys are kept in ``extra`` and logged once. The reference hub's
+``server.json`` layout (``network_protocol``/``agent_protocol``/``database``
+sections) is read too, so an existing install keeps its settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hivemind_bus_client.connection import HUB_CIPHERS, HUB_ENCODINGS
+
+__all__ = [
+    "HubConfig",
+    "UpstreamConfig",
+    "config_dir",
+    "data_dir",
+    "default_config_path",
+    "load_config",
+    "save_config",
+]
+
+LOG = logging.getLogger(__name__)
+
+
+def config_dir() -> Path:
+    """``$XDG_CONFIG_HOME/hivemind-core`` (default ``~/.config/hivemind-core``)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "hivemind-core"
+
+
+def data_dir() -> Path:
+    """``$XDG_DATA_HOME/hivemind-core`` (default ``~/.local/share/hivemind-core``)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "hivemind-core"
+
+
+def default_config_path() -> Path:
+    """Where ``server.json`` is read from unless told otherwise."""
+    return config_dir() / "server.json"
+
+
+@dataclass
+class UpstreamConfig:
+    """The master hub this hub joins as a satellite (nested hives). Off when ``host`` is empty."""
+
+    host: str = ""
+    port: int = 5678
+    key: str = ""
+    password: str = ""
+    ssl: bool = False
+    self_signed: bool = True
+
+
+@dataclass
+class HubConfig:
+    """Everything a hub needs to run. Field docs are the reference for ``server.json``."""
+
+    #: Address the websocket listener binds.
+    host: str = "0.0.0.0"
+    #: Websocket listener port.
+    port: int = 5678
+    #: Serve ``wss://``; uses ``cert``/``key`` or generates a self-signed pair in ``data_dir()``.
+    ssl: bool = False
+    cert: str | None = None
+    key: str | None = None
+    #: Optional HTTP polling listener port (the reference's http plugin); 0 = off.
+    http_port: int = 0
+
+    #: Client database backend: ``sqlite`` (default), ``redis``, ``json``, or an
+    #: entry-point name of group ``hivemind.database``.
+    database: str = "sqlite"
+    #: SQLite file (default ``data_dir()/clients.db``) or JSON file path.
+    db_path: str | None = None
+    #: Redis URL for the redis backend.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Key prefix in Redis, so several hubs can share one server.
+    redis_prefix: str = "hivemind"
+
+    #: What answers satellites: ``embedded`` (default when no OVOS bus is
+    #: configured), ``ovos``, or an entry-point name of group ``hivemind.agent.protocol``.
+    agent: str = "embedded"
+    #: OVOS message bus for the ``ovos`` agent.
+    ovos_host: str = "127.0.0.1"
+    ovos_port: int = 8181
+    ovos_route: str = "/core"
+    #: Seconds to wait for the OVOS bus at start before failing with a clear error.
+    ovos_connect_timeout: float = 10.0
+    #: Binary data handler entry point (group ``hivemind.binary.protocol``); None logs and drops.
+    binary_handler: str | None = None
+
+    #: Encodings accepted, in the hub's order of preference.
+    allowed_encodings: list[str] = field(default_factory=lambda: [e.value for e in HUB_ENCODINGS])
+    #: Ciphers accepted, in the hub's order of preference.
+    allowed_ciphers: list[str] = field(default_factory=lambda: [c.value for c in HUB_CIPHERS])
+    #: Choose by the hub's order (fast encodings first) rather than the client's.
+    prefer_hub_order: bool = True
+    #: Offer binary framing to clients.
+    binarize: bool = False
+
+    #: Largest websocket frame accepted, bytes (close 1009 above it).
+    max_frame_size: int = 16 * 1024 * 1024
+    #: Seconds a new connection has to finish its handshake.
+    handshake_timeout: float = 20.0
+    #: Websocket ping interval and the time a pong may take, seconds (dead-peer detection).
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
+    #: Close a link that sent nothing for this long, seconds; 0 = never.
+    idle_timeout: float = 0.0
+    #: Failed authentications allowed per source address per ``auth_window`` seconds.
+    failed_auth_budget: int = 10
+    auth_window: float = 60.0
+    #: Permission violations (origination attempts) tolerated before closing with 4003.
+    max_violations: int = 3
+    #: Frames queued per link before the hub drops the slowest consumer.
+    send_queue: int = 1024
+
+    #: Transport messages carry at most this many route hops.
+    hop_limit: int = 16
+    #: PROPAGATE flood ids remembered for duplicate suppression.
+    flood_cache_size: int = 4096
+    #: Seconds a hub waits for its local agent before forwarding a QUERY upstream.
+    query_timeout: float = 8.0
+
+    #: The master hub this hub joins (nested hives).
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+
+    #: Unknown keys found in the file, kept so a save does not lose them.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (what ``server.json`` holds)."""
+        data = dataclasses.asdict(self)
+        extra = data.pop("extra")
+        data.update(extra)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HubConfig:
+        """Build from a ``server.json`` dict (ours, or the reference's layout)."""
+        data = dict(data)
+        data.update(_from_reference_layout(data))
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for key, value in data.items():
+            if key == "upstream" and isinstance(value, dict):
+                up = {k: v for k, v in value.items() if k in UpstreamConfig.__dataclass_fields__}
+                kwargs["upstream"] = UpstreamConfig(**up)
+            elif key in names and key != "extra":
+                kwargs[key] = value
+            else:
+                extra[key] = value
+        cfg = cls(**kwargs)
+        cfg.extra = extra
+        return cfg
+
+
+def _from_reference_layout(data: dict[str, Any]) -> dict[str, Any]:
+    """Translate the reference hub's plugin sections into our flat fields."""
+    out: dict[str, Any] = {}
+    net = data.get("network_protocol")
+    if isinstance(net, dict):
+        ws = net.get("hivemind-websocket-plugin")
+        if isinstance(ws, dict):
+            for key in ("host", "port", "ssl"):
+                if key in ws and key not in data:
+                    out[key] = ws[key]
+    agent = data.get("agent_protocol")
+    if isinstance(agent, dict) and "agent" not in data:
+        module = agent.get("module")
+        if module == "hivemind-ovos-agent-plugin":
+            out["agent"] = "ovos"
+            conf = agent.get(module) or {}
+            if isinstance(conf, dict):
+                if "host" in conf:
+                    out["ovos_host"] = conf["host"]
+                if "port" in conf:
+                    out["ovos_port"] = conf["port"]
+    return out
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> HubConfig:
+    """Read ``server.json`` (defaults when the file does not exist).
+
+    Raises:
+        ValueError: the file exists but is not a JSON object.
+    """
+    p = Path(path) if path else default_config_path()
+    if not p.exists():
+        return HubConfig()
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"{p} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{p} must hold a JSON object")
+    return HubConfig.from_dict(data)
+
+
+def save_config(config: HubConfig, path: str | os.PathLike[str] | None = None) -> Path:
+    """Write ``server.json`` atomically and return its path."""
+    p = Path(path) if path else default_config_path()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(config.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, p)
+    return p

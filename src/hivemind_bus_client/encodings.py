@@ -15,12 +15,22 @@ that are therefore written here:
 
 Every decoder raises :class:`~hivemind_bus_client.exceptions.DecodingError`
 (or its subclass ``Z85DecodeError``) for any input it cannot read.
+
+Optional C accelerator: when the extension ``hivemind_bus_client._speedups``
+is built (``pip install`` compiles it if a C compiler is available), the
+basE91, Z85B, Z85P and Base32 functions of this module and of
+:func:`encoder` / :func:`decoder` / :func:`encode` / :func:`decode` are its C
+versions, which return exactly what the pure-Python ones return.
+:data:`ACCELERATED` tells which is in use; the pure functions stay available
+in :data:`PURE_CODECS`. Set the environment variable ``HIVEMIND_PURE_PYTHON=1``
+(before this module is imported) to force the pure-Python implementation.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import os
 import struct
 from collections.abc import Callable
 from enum import Enum
@@ -28,6 +38,8 @@ from enum import Enum
 from hivemind_bus_client.exceptions import DecodingError, InvalidEncoding, Z85DecodeError
 
 __all__ = [
+    "ACCELERATED",
+    "PURE_CODECS",
     "SupportedEncodings",
     "b91_decode",
     "b91_encode",
@@ -236,6 +248,9 @@ def _urlsafe_decode(text: str | bytes) -> bytes:
     try:
         if isinstance(text, str):
             text = text.encode("ascii")
+        # The reference pads before decoding, so unpadded input is valid.
+        text = bytes(text).rstrip(b"=")
+        text += b"=" * (-len(text) % 4)
         return base64.b64decode(text.translate(_URLSAFE_TO_STD), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise DecodingError(f"invalid url-safe base64: {exc}") from None
@@ -294,3 +309,87 @@ def decode(text: str | bytes, encoding: str | SupportedEncodings) -> bytes:
     if not isinstance(text, (str, bytes, bytearray)):
         raise DecodingError(f"cannot decode a {type(text).__name__}")
     return _CODECS[get_encoding(encoding)][1](text)
+
+
+# --------------------------------------------------------------------------
+# optional C accelerator (hivemind_bus_client._speedups)
+#
+# The pure-Python functions above are the specification and stay available
+# under private names and in PURE_CODECS. When the extension imports (and
+# HIVEMIND_PURE_PYTHON is not set), the public names and the _CODECS table
+# switch to the C versions. The C encoders cannot fail on bytes-like input and
+# are used as they are; the C decoders raise ValueError on bad input, which a
+# thin wrapper turns into DecodingError / Z85DecodeError.
+
+_py_b91_encode = b91_encode
+_py_b91_decode = b91_decode
+_py_z85b_encode = z85b_encode
+_py_z85b_decode = z85b_decode
+_py_z85p_encode = z85p_encode
+_py_z85p_decode = z85p_decode
+_py_b32_encode = _CODECS[SupportedEncodings.JSON_B32][0]
+_py_b32_decode = _b32_decode
+
+#: The pure-Python (encode, decode) pair of every encoding, whatever is in use.
+PURE_CODECS: dict[SupportedEncodings, tuple[Callable[[bytes], str], Callable[..., bytes]]] = dict(
+    _CODECS
+)
+
+
+def _load_speedups():
+    """The extension module, or None if it is not built or HIVEMIND_PURE_PYTHON is set."""
+    if os.environ.get("HIVEMIND_PURE_PYTHON", "").strip().lower() not in ("", "0", "false", "no"):
+        return None
+    try:
+        from hivemind_bus_client import _speedups
+    except ImportError:
+        return None
+    return _speedups
+
+
+_speedups = _load_speedups()
+
+#: True when the C accelerator is in use.
+ACCELERATED: bool = _speedups is not None
+
+if _speedups is not None:
+    _c_b91_decode = _speedups.b91_decode
+    _c_z85b_decode = _speedups.z85b_decode
+    _c_z85p_decode = _speedups.z85p_decode
+    _c_b32_decode = _speedups.b32_decode
+
+    b91_encode = _speedups.b91_encode
+    z85b_encode = _speedups.z85b_encode
+    z85p_encode = _speedups.z85p_encode
+
+    def b91_decode(text: str | bytes) -> bytes:
+        """Decode basE91 text; raises :class:`DecodingError` on characters outside the alphabet."""
+        try:
+            return _c_b91_decode(text)
+        except ValueError as exc:
+            raise DecodingError(str(exc)) from None
+
+    def z85b_decode(text: str | bytes) -> bytes:
+        """Decode Z85B; raises :class:`Z85DecodeError` on a bad length, character or group."""
+        try:
+            return _c_z85b_decode(text)
+        except ValueError as exc:
+            raise Z85DecodeError(str(exc)) from None
+
+    def z85p_decode(text: str | bytes) -> bytes:
+        """Decode Z85P; raises :class:`Z85DecodeError` on a bad pad byte, length or character."""
+        try:
+            return _c_z85p_decode(text)
+        except ValueError as exc:
+            raise Z85DecodeError(str(exc)) from None
+
+    def _b32_decode(text: str | bytes) -> bytes:
+        try:
+            return _c_b32_decode(text)
+        except ValueError as exc:
+            raise DecodingError(f"invalid base32: {exc}") from None
+
+    _CODECS[SupportedEncodings.JSON_B91] = (b91_encode, b91_decode)
+    _CODECS[SupportedEncodings.JSON_Z85B] = (z85b_encode, z85b_decode)
+    _CODECS[SupportedEncodings.JSON_Z85P] = (z85p_encode, z85p_decode)
+    _CODECS[SupportedEncodings.JSON_B32] = (_speedups.b32_encode, _b32_decode)

@@ -30,10 +30,12 @@ misused) is raised at once and never sent anywhere.
     │   └── VersionRejected
     ├── PermissionDenied                   (close 4003)
     ├── InvalidState                       local API misuse
+    ├── ConfigurationError (RuntimeError)  missing key/host/password: nothing to connect with
     └── HiveMindConnectionError (ConnectionError)
         ├── ConnectionClosed
         │   ├── ConnectionClosedOK
         │   └── ConnectionClosedError
+        ├── ConnectTimeout (TimeoutError)  no completed handshake in time
         ├── SecureConnectionFailed
         └── HiveMindEntryPointNotFound
 
@@ -47,6 +49,8 @@ from __future__ import annotations
 
 __all__ = [
     "AuthenticationFailed",
+    "ConfigurationError",
+    "ConnectTimeout",
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
@@ -199,6 +203,14 @@ class InvalidState(HiveMindError):
     """The API was used in a state that does not allow it (a local bug, never the peer's)."""
 
 
+class ConfigurationError(HiveMindError, RuntimeError):
+    """The client lacks what it needs to connect (access key, host, credentials).
+
+    A ``RuntimeError`` as in the reference client, which raises one for a
+    missing identity.
+    """
+
+
 class HiveMindConnectionError(HiveMindError, ConnectionError):
     """The link could not be opened or was lost."""
 
@@ -219,6 +231,10 @@ class ConnectionClosedOK(ConnectionClosed):
 
 class ConnectionClosedError(ConnectionClosed):
     """The link closed with an error code, or without a close frame."""
+
+
+class ConnectTimeout(HiveMindConnectionError, TimeoutError):
+    """The hub did not complete the opening and handshake in time (retryable)."""
 
 
 class SecureConnectionFailed(HiveMindConnectionError):

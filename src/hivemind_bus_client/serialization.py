@@ -142,18 +142,19 @@ def encode_frame(
     """Encode a message as a protocol v1 binary frame.
 
     Args:
-        msg: the message; INTERCOM has no binary type code (use JSON).
+        msg: the message. INTERCOM has no binary type code and degrades to
+            3rdparty, as in the reference: send it as JSON.
         compressed: ``True`` (default, what reference peers can read), ``False``,
             or ``None`` to pick the shorter form (uncompressed on ties).
         versioned: write the optional protocol-version byte.
 
     Raises:
-        InvalidMessage: INTERCOM, or metadata over 255 bytes.
+        InvalidMessage: metadata over 255 bytes.
     """
     mtype = msg.msg_type
-    code = CODE_OF_TYPE.get(mtype)
-    if code is None:
-        raise InvalidMessage(f"{mtype.value} has no binary type code; send it as JSON")
+    # Like the reference, a type without a code (INTERCOM) is written as
+    # 3rdparty and so arrives as 3rdparty; connections keep INTERCOM in JSON.
+    code = CODE_OF_TYPE.get(mtype, CODE_OF_TYPE[HiveMessageType.THIRDPRTY])
     meta = json.dumps(msg.metadata or {}).encode("utf-8")
     if mtype is _BINARY:
         bin_type = int(msg.bin_type)

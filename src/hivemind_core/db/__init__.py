@@ -1,0 +1,10 @@
+"""Client database internals: the record, the abstract base and the built-in backends.
+
+Import from :mod:`hivemind_core.database`, which is the public surface. The
+modules here are split so each reads in one sitting:
+
+* :mod:`.model`: :class:`~.model.Client`, :class:`~.model.ClientDatabase`, errors;
+* :mod:`.sqlite_db`: the default backend (one file, safe for hub + CLI processes);
+* :mod:`.redis_db`: several hubs sharing one Redis server;
+* :mod:`.json_db`: the reference's ``clients.json`` format, for import and export.
+"""

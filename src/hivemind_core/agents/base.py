@@ -1,0 +1,106 @@
+"""The agent plugin interface and the entry-point loader."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any
+
+from hivemind_core.config import HubConfig
+
+__all__ = ["AGENT_GROUP", "Agent", "AgentError", "ReplyCallback", "load_agent"]
+
+LOG = logging.getLogger(__name__)
+
+#: Entry-point group agents register under.
+AGENT_GROUP = "hivemind.agents"
+
+#: Called by an agent with an OVOS message dict ``{type, data, context}``
+#: that may be meant for satellites (routed by ``context.destination``).
+ReplyCallback = Callable[[dict[str, Any]], None]
+
+_BUILTIN = {
+    "embedded": "hivemind_core.agents.embedded:EmbeddedAgent",
+    "ovos": "hivemind_core.agents.ovos:OVOSAgent",
+}
+
+
+class AgentError(RuntimeError):
+    """An agent cannot start or run (the message says what to fix)."""
+
+
+class Agent(ABC):
+    """Base class of agents.
+
+    Life cycle: the hub builds the agent with its config, awaits
+    :meth:`start` with the reply callback before it accepts connections,
+    calls :meth:`inject` for every message a satellite sends, and awaits
+    :meth:`stop` on shutdown. All calls happen on the hub's event loop;
+    :meth:`inject` must not block.
+
+    Args:
+        config: the hub configuration (agents read their own fields from it).
+    """
+
+    #: Entry-point name (informational).
+    name = "agent"
+
+    def __init__(self, config: HubConfig | None = None) -> None:
+        self.config = config or HubConfig()
+        self.reply: ReplyCallback = _no_reply
+
+    async def start(self, reply: ReplyCallback) -> None:
+        """Begin: remember where replies go and connect to whatever answers."""
+        self.reply = reply
+
+    @abstractmethod
+    def inject(self, message: dict[str, Any]) -> None:
+        """Handle one OVOS message dict sent by a satellite (already stamped by the hub).
+
+        The dict belongs to the agent: the hub made it for this call.
+        """
+
+    def observe(self, message: dict[str, Any], peer: str) -> None:  # noqa: B027 - optional hook
+        """A SHARED_BUS message from ``peer`` (watched, never injected). Default: ignore."""
+
+    def client_connected(self, peer: str, session_id: str) -> None:  # noqa: B027
+        """A satellite finished its handshake and HELLO. Default: nothing."""
+
+    def client_disconnected(self, peer: str) -> None:  # noqa: B027
+        """A satellite went away. Default: nothing."""
+
+    async def stop(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and tasks."""
+
+
+def _no_reply(message: dict[str, Any]) -> None:
+    LOG.debug("agent reply before start(): %s", message.get("type"))
+
+
+def _resolve(name: str) -> type[Agent]:
+    for ep in entry_points(group=AGENT_GROUP):
+        if ep.name == name:
+            cls = ep.load()
+            break
+    else:
+        target = _BUILTIN.get(name, name if ":" in name else None)
+        if target is None:
+            known = sorted({ep.name for ep in entry_points(group=AGENT_GROUP)} | set(_BUILTIN))
+            raise AgentError(f"unknown agent {name!r}; available: {', '.join(known)}")
+        module, _, attr = target.partition(":")
+        cls = getattr(importlib.import_module(module), attr)
+    if not (isinstance(cls, type) and issubclass(cls, Agent)):
+        raise AgentError(f"agent {name!r} ({cls!r}) is not an Agent subclass")
+    return cls
+
+
+def load_agent(config: HubConfig) -> Agent:
+    """Build the agent ``config.agent`` names (entry point, built-in name or ``module:Class``).
+
+    Raises:
+        AgentError: no such agent, or it is not an :class:`Agent`.
+    """
+    return _resolve(config.agent or "embedded")(config)

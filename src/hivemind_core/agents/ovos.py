@@ -1,0 +1,190 @@
+"""The OVOS agent: bridges satellites to an ``ovos-messagebus`` (ovos-core's bus).
+
+Messages from satellites are written to the bus as JSON; every bus message
+that names a live satellite peer in ``context.destination`` (OVOS' ``reply``
+swaps source and destination, so answers to injected messages do) is handed
+to the hub, which sends it to that satellite only.
+
+The first connection must succeed within ``ovos_connect_timeout`` seconds or
+:meth:`OVOSAgent.start` raises :class:`~hivemind_core.agents.base.AgentError`
+saying which address failed (the reference blocks forever). Afterwards a lost
+bus is reconnected with a short capped backoff; messages injected meanwhile
+are buffered (bounded) and flushed on reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import deque
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from hivemind_core.agents.base import Agent, AgentError, ReplyCallback
+from hivemind_core.config import HubConfig
+
+__all__ = ["OVOSAgent"]
+
+LOG = logging.getLogger(__name__)
+
+#: Delays between reconnection attempts, seconds (the last one repeats).
+RECONNECT_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+
+class OVOSAgent(Agent):
+    """Agent backed by an OVOS message bus.
+
+    Args:
+        config: reads ``ovos_host``, ``ovos_port``, ``ovos_route`` and
+            ``ovos_connect_timeout``.
+        backlog: messages kept while the bus is unreachable (oldest dropped first).
+    """
+
+    name = "ovos"
+
+    def __init__(self, config: HubConfig | None = None, *, backlog: int = 1000) -> None:
+        super().__init__(config)
+        cfg = self.config
+        route = cfg.ovos_route if cfg.ovos_route.startswith("/") else "/" + cfg.ovos_route
+        self.url = f"ws://{cfg.ovos_host}:{cfg.ovos_port}{route}"
+        self.connect_timeout = cfg.ovos_connect_timeout
+        self._ws: ClientConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._backlog: deque[str] = deque(maxlen=backlog)
+        self._stopping = False
+        #: Times the bus connection was re-established after a loss.
+        self.reconnects = 0
+        self.connected = asyncio.Event()
+
+    async def _open(self, timeout: float) -> ClientConnection:
+        return await connect(
+            self.url,
+            open_timeout=timeout,
+            compression=None,
+            max_size=None,
+            ping_interval=20,
+            ping_timeout=20,
+        )
+
+    async def start(self, reply: ReplyCallback) -> None:
+        """Connect to the bus (within the connect timeout) and start relaying.
+
+        Raises:
+            AgentError: the bus did not accept a connection in time.
+        """
+        await super().start(reply)
+        try:
+            ws = await asyncio.wait_for(self._open(self.connect_timeout), self.connect_timeout)
+        except (OSError, asyncio.TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            raise AgentError(
+                f"cannot reach the OVOS message bus at {self.url} within "
+                f"{self.connect_timeout:g}s ({type(exc).__name__}: {exc}). Is ovos-messagebus "
+                "running? Set ovos_host/ovos_port, or use the embedded agent."
+            ) from None
+        LOG.info("connected to the OVOS message bus at %s", self.url)
+        self._attach(ws)
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(ws), name="hivemind-ovos-agent"
+        )
+
+    def _attach(self, ws: ClientConnection) -> None:
+        self._ws = ws
+        self.connected.set()
+        while self._backlog:
+            self._write(ws, self._backlog.popleft())
+
+    @staticmethod
+    def _write(ws: ClientConnection, text: str) -> None:
+        from hivemind_core.server import send_nowait
+
+        send_nowait(ws, text)
+
+    async def _run(self, ws: ClientConnection) -> None:
+        while not self._stopping:
+            try:
+                await self._pump(ws)
+            except ConnectionClosed:
+                pass
+            except Exception:
+                LOG.exception("OVOS agent: unexpected error reading the bus")
+            self._ws = None
+            self.connected.clear()
+            if self._stopping:
+                return
+            LOG.warning("lost the OVOS message bus at %s; reconnecting", self.url)
+            ws = await self._reconnect()
+            if ws is None:
+                return
+            self.reconnects += 1
+            LOG.info("reconnected to the OVOS message bus at %s", self.url)
+            self._attach(ws)
+
+    async def _pump(self, ws: ClientConnection) -> None:
+        reply = self.reply
+        async for raw in ws:
+            if isinstance(raw, bytes):
+                continue
+            # Satellite peers always contain "::"; skip parsing everything else.
+            if "::" not in raw:
+                continue
+            try:
+                msg = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(msg, dict):
+                reply(msg)
+
+    async def _reconnect(self) -> ClientConnection | None:
+        attempt = 0
+        while not self._stopping:
+            delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
+            await asyncio.sleep(delay)
+            attempt += 1
+            try:
+                return await self._open(max(self.connect_timeout, 1.0))
+            except (OSError, asyncio.TimeoutError, InvalidHandshake) as exc:
+                LOG.debug("OVOS bus reconnect attempt %d failed: %s", attempt, exc)
+        return None
+
+    def inject(self, message: dict[str, Any]) -> None:
+        """Write ``message`` to the bus (buffered while the bus is away)."""
+        text = json.dumps(message, ensure_ascii=False)
+        ws = self._ws
+        if ws is None:
+            if len(self._backlog) == self._backlog.maxlen:
+                LOG.warning("OVOS bus unreachable: backlog full, dropping the oldest message")
+            self._backlog.append(text)
+            return
+        self._write(ws, text)
+
+    def client_connected(self, peer: str, session_id: str) -> None:
+        """Tell the bus (``hive.client.connect``, without the access key the reference leaks)."""
+        self.inject(
+            {
+                "type": "hive.client.connect",
+                "data": {"peer": peer, "session_id": session_id},
+                "context": {"source": peer},
+            }
+        )
+
+    def client_disconnected(self, peer: str) -> None:
+        """Tell the bus (``hive.client.disconnect``)."""
+        self.inject(
+            {"type": "hive.client.disconnect", "data": {"peer": peer}, "context": {"source": peer}}
+        )
+
+    async def stop(self) -> None:
+        """Close the bus connection."""
+        self._stopping = True
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task

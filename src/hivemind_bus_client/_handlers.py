@@ -54,6 +54,11 @@ _RAW_EVENT = "message"
 _MAX_NESTING = 8
 
 
+def _same(registered: Callback, fn: Callback) -> bool:
+    """``fn`` is ``registered`` (bound methods compare equal, not identical) or what it wraps."""
+    return registered == fn or getattr(registered, "__wrapped__", None) == fn
+
+
 def hive_type(event: Any) -> HiveMessageType | None:
     """The HiveMessageType an ``on()`` event name means, or ``None`` for an OVOS type."""
     if isinstance(event, HiveMessageType):
@@ -127,7 +132,7 @@ class HandlerRegistry:
     @staticmethod
     def _drop(table: dict[Any, tuple[Callback, ...]], key: Any, fn: Callback) -> bool:
         old = table.get(key, ())
-        new = tuple(f for f in old if f is not fn and getattr(f, "__wrapped__", None) is not fn)
+        new = tuple(f for f in old if not _same(f, fn))
         if len(new) == len(old):
             return False
         if new:
@@ -190,7 +195,7 @@ class HandlerRegistry:
                     found |= self._drop(self._bin, None, fn)
             elif event == _RAW_EVENT:
                 old = self._raw
-                self._raw = tuple(f for f in old if f is not fn)
+                self._raw = tuple(f for f in old if not _same(f, fn))
                 found |= len(old) != len(self._raw)
             if isinstance(event, int) and not isinstance(event, bool):
                 found |= self._drop(self._bin, int(event), fn)

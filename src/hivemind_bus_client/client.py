@@ -771,6 +771,7 @@ class HiveMessageBusClient(ClientCore):
         def collect(msg: HiveMessage) -> None:
             data = msg.payload if isinstance(msg.payload, dict) else {}
             if data.get("ping_id") == ping_id:
+                msg.metadata.setdefault("received_at", time.time())
                 with lock:
                     pongs.append(msg)
 

@@ -150,7 +150,10 @@ class FakeHub:
     def send_to_all(self, message: HiveMessage) -> None:
         async def send() -> None:
             for link in list(self.links.values()):
-                link.conn.send(HiveMessage.deserialize(message.serialize()))
+                copy = message
+                if message.msg_type is not T.BINARY:
+                    copy = HiveMessage.deserialize(message.serialize())
+                link.conn.send(copy)
                 for frame in link.conn.frames_to_send():
                     await link.ws.send(frame)
 

@@ -1,0 +1,369 @@
+"""The ``hivemind-client`` command (seed docs 001, 002; CLIENT-REFERENCE.md §6.2).
+
+Commands: ``set-identity``, ``test-identity``, ``reset-pgp``, ``terminal``,
+``send-mycroft``, ``escalate``, ``propagate``, ``query``, ``cascade``, ``ping``.
+Connection options default to the identity file
+(``$XDG_CONFIG_HOME/hivemind/_identity.json``).
+
+Every failure is reported as one line on stderr (``error: ...``) with exit
+status 1 (2 for usage errors, as click does); never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+from ovos_bus_client.message import Message
+
+from hivemind_bus_client.exceptions import HiveMindError
+from hivemind_bus_client.identity import NodeIdentity
+from hivemind_bus_client.message import HiveMessage, HiveMessageType
+
+__all__ = ["main"]
+
+LOG = logging.getLogger("hivemind_bus_client")
+
+
+class CliError(click.ClickException):
+    """A failure reported as one ``error: ...`` line with exit status 1."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
+
+
+def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn every library or OS error into a one-line :class:`CliError`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except KeyboardInterrupt:
+            raise click.Abort() from None
+        except (HiveMindError, OSError, ValueError, TimeoutError) as exc:
+            raise CliError(_describe(exc)) from None
+
+    return wrapper
+
+
+def _connection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--key", default=None, help="HiveMind access key (default read from identity file)"),
+        click.option("--password", default=None, help="HiveMind password (default read from identity file)"),
+        click.option("--host", default=None, help="HiveMind host (default read from identity file)"),
+        click.option("--port", type=int, default=None, help="HiveMind port number (default: 5678)"),
+        click.option(
+            "--siteid",
+            default=None,
+            help="location identifier for message.context  (default read from identity file)",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _message_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--payload", default="{}", help="ovos message.data json")(fn)
+    return click.option("--msg", required=True, help="ovos message type to inject")(fn)
+
+
+def _connect(key: str | None, password: str | None, host: str | None, port: int | None,
+             siteid: str | None, **kw: Any) -> Any:
+    from hivemind_bus_client.client import HiveMessageBusClient
+
+    client = HiveMessageBusClient(
+        key=key, password=password, host=host, port=port, site_id=siteid, **kw
+    )
+    client.connect()
+    return client
+
+
+def _ovos_message(msg: str, payload: str) -> Message:
+    try:
+        data = json.loads(payload) if payload else {}
+    except ValueError as exc:
+        raise CliError(f"--payload is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise CliError("--payload must be a JSON object")
+    return Message(msg, data)
+
+
+@click.group()
+@click.option("--debug", is_flag=True, help="log what the client does on stderr")
+def main(debug: bool) -> None:
+    """HiveMind client: talk to a hub from the command line."""
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.CRITICAL,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@main.command("set-identity")
+@click.option("--key", default="", help="HiveMind access key")
+@click.option("--password", default="", help="HiveMind password")
+@click.option("--host", default="", help="HiveMind host")
+@click.option("--port", type=int, default=5678, help="HiveMind port number (default: 5678)")
+@click.option("--siteid", default="", help="location identifier for message.context")
+@_friendly
+def set_identity(key: str, password: str, host: str, port: int, siteid: str) -> None:
+    """Write the identity file used by default by every command and by the library."""
+    if not (key or password or siteid):
+        raise CliError("please set at least one of --key, --password or --siteid")
+    identity = NodeIdentity()
+    if key:
+        identity.access_key = key
+    if password:
+        identity.password = password
+    if siteid:
+        identity.site_id = siteid
+    identity.default_port = port
+    if host:
+        identity.default_master = host if "://" in host else f"ws://{host}"
+    if not identity.public_key:
+        pub = identity.create_keys()
+        click.echo(f"PUBKEY: {pub}")
+    identity.save()
+    click.echo(f"identity saved: {identity.path}")
+
+
+@main.command("reset-pgp")
+@_friendly
+def reset_pgp() -> None:
+    """Make a new RSA key pair for this node and save it in the identity."""
+    identity = NodeIdentity()
+    click.echo(f"PUBKEY: {identity.create_keys()}")
+    identity.save()
+    click.echo(f"identity saved: {identity.path}")
+
+
+@main.command("test-identity")
+@_friendly
+def test_identity() -> None:
+    """Connect with the identity file alone and report."""
+    client = _connect(None, None, None, None, None, reconnect=False)
+    try:
+        click.echo("== Identity successfully connected to HiveMind!")
+    finally:
+        client.close()
+
+
+@main.command("terminal")
+@_connection_options
+@click.option("--timeout", type=float, default=10.0, show_default=True,
+              help="seconds to wait for answers after the input ends")
+@_friendly
+def terminal(key: str | None, password: str | None, host: str | None, port: int | None,
+             siteid: str | None, timeout: float) -> None:
+    """Chat with the hub: each line you type is an utterance; answers are printed."""
+    client = _connect(key, password, host, port, siteid)
+    answers = threading.Semaphore(0)
+
+    def on_speak(message: Message) -> None:
+        click.echo(f"> {message.data.get('utterance', '')}")
+        answers.release()
+
+    client.on_mycroft("speak", on_speak)
+    click.echo("== connected to HiveMind")
+    sent = 0
+    try:
+        while True:
+            try:
+                line = input("Utterance:")
+            except EOFError:
+                break
+            utt = line.strip()
+            if not utt:
+                continue
+            client.emit(
+                HiveMessage(
+                    HiveMessageType.BUS,
+                    Message("recognizer_loop:utterance", {"utterances": [utt]},
+                            {"destination": "skills"}),
+                )
+            )
+            sent += 1
+        deadline = time.monotonic() + timeout
+        for _ in range(sent):
+            if not answers.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.close()
+
+
+def _send_wrapped(mtype: HiveMessageType | None, key: str | None, password: str | None,
+                  host: str | None, port: int | None, siteid: str | None, msg: str,
+                  payload: str, response: str | None, timeout: float) -> None:
+    message = _ovos_message(msg, payload)
+    client = _connect(key, password, host, port, siteid, reconnect=False)
+    try:
+        click.echo("== connected to HiveMind")
+        hive = HiveMessage(HiveMessageType.BUS, message)
+        if mtype is not None:
+            hive = HiveMessage(mtype, payload=hive)
+        if response:
+            reply = client.wait_for_payload_response(
+                hive, response, reply_type=HiveMessageType.BUS, timeout=timeout
+            )
+            if reply is None:
+                raise CliError(f"no {response!r} answer within {timeout:g} s")
+            click.echo(json.dumps(reply.payload.data, ensure_ascii=False))
+        else:
+            client.emit(hive)
+    finally:
+        client.close()
+
+
+_RESPONSE = click.option("--response", default=None,
+                         help="wait for a BUS answer of this OVOS type and print its data")
+_TIMEOUT = click.option("--timeout", type=float, default=10.0, show_default=True,
+                        help="seconds to wait for answers")
+
+
+@main.command("send-mycroft")
+@_connection_options
+@_message_options
+@_RESPONSE
+@_TIMEOUT
+@_friendly
+def send_mycroft(key: str | None, password: str | None, host: str | None, port: int | None,
+                 siteid: str | None, msg: str, payload: str, response: str | None,
+                 timeout: float) -> None:
+    """send a single mycroft message"""
+    _send_wrapped(None, key, password, host, port, siteid, msg, payload, response, timeout)
+
+
+@main.command("escalate")
+@_connection_options
+@_message_options
+@_friendly
+def escalate(key: str | None, password: str | None, host: str | None, port: int | None,
+             siteid: str | None, msg: str, payload: str) -> None:
+    """escalate a single mycroft message"""
+    _send_wrapped(HiveMessageType.ESCALATE, key, password, host, port, siteid, msg, payload,
+                  None, 0)
+
+
+@main.command("propagate")
+@_connection_options
+@_message_options
+@_friendly
+def propagate(key: str | None, password: str | None, host: str | None, port: int | None,
+              siteid: str | None, msg: str, payload: str) -> None:
+    """propagate a single mycroft message"""
+    _send_wrapped(HiveMessageType.PROPAGATE, key, password, host, port, siteid, msg, payload,
+                  None, 0)
+
+
+def _answer_text(message: HiveMessage) -> str:
+    inner = message.payload
+    if isinstance(inner, HiveMessage) and isinstance(inner.payload, Message):
+        ovos = inner.payload
+        return json.dumps({"type": ovos.msg_type, "data": ovos.data}, ensure_ascii=False)
+    return message.serialize()
+
+
+@main.command("query")
+@_connection_options
+@_message_options
+@_TIMEOUT
+@_friendly
+def query(key: str | None, password: str | None, host: str | None, port: int | None,
+          siteid: str | None, msg: str, payload: str, timeout: float) -> None:
+    """send a QUERY (first answer wins) and print the answer"""
+    message = _ovos_message(msg, payload)
+    client = _connect(key, password, host, port, siteid, reconnect=False)
+    try:
+        click.echo("== connected to HiveMind")
+        answer = client.query(HiveMessage(HiveMessageType.BUS, message), timeout=timeout)
+        if answer is None:
+            raise CliError(f"no answer within {timeout:g} s")
+        responder = answer.metadata.get("responder_peer") or "?"
+        click.echo(f"{responder}: {_answer_text(answer)}")
+    finally:
+        client.close()
+
+
+@main.command("cascade")
+@_connection_options
+@_message_options
+@click.option("--timeout", type=float, default=5.0, show_default=True,
+              help="seconds to gather answers")
+@_friendly
+def cascade(key: str | None, password: str | None, host: str | None, port: int | None,
+            siteid: str | None, msg: str, payload: str, timeout: float) -> None:
+    """send a CASCADE and print every answer gathered"""
+    message = _ovos_message(msg, payload)
+    client = _connect(key, password, host, port, siteid, reconnect=False)
+    try:
+        click.echo("== connected to HiveMind")
+        result = client.cascade(HiveMessage(HiveMessageType.BUS, message), timeout=timeout)
+        if not result.responses:
+            raise CliError(f"no answer within {timeout:g} s")
+        for answer in result.responses:
+            responder = answer.metadata.get("responder_peer") or "?"
+            mark = "*" if answer is result.selected else " "
+            click.echo(f"{mark} {responder}: {_answer_text(answer)}")
+    finally:
+        client.close()
+
+
+@main.command("ping")
+@_connection_options
+@click.option("--timeout", type=float, default=5.0, show_default=True,
+              help="seconds to collect PONGs")
+@click.option("--json", "as_json", is_flag=True, help="print the answers as JSON")
+@_friendly
+def ping(key: str | None, password: str | None, host: str | None, port: int | None,
+         siteid: str | None, timeout: float, as_json: bool) -> None:
+    """flood a PING and list every node that answered, with hops and round-trip time"""
+    client = _connect(key, password, host, port, siteid, reconnect=False)
+    try:
+        sent = time.time()
+        pongs = client.ping(timeout=timeout)
+    finally:
+        client.close()
+    rows = []
+    for pong in pongs:
+        data = pong.payload if isinstance(pong.payload, dict) else {}
+        stamp = data.get("timestamp")
+        rtt = None
+        if isinstance(stamp, (int, float)):
+            rtt = max(0.0, (pong.metadata.get("received_at") or time.time()) - stamp)
+        rows.append({
+            "peer": data.get("peer"),
+            "site_id": data.get("site_id"),
+            "hops": len(pong.route),
+            "rtt_ms": round(rtt * 1000, 1) if rtt is not None else None,
+        })
+    if as_json:
+        click.echo(json.dumps({"sent_at": sent, "nodes": rows}, ensure_ascii=False))
+        return
+    if not rows:
+        click.echo(f"no node answered within {timeout:g} s")
+        return
+    for row in rows:
+        rtt = f"{row['rtt_ms']} ms" if row["rtt_ms"] is not None else "?"
+        click.echo(f"{row['peer']}  site={row['site_id']}  hops={row['hops']}  rtt={rtt}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

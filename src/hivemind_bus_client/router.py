@@ -929,7 +929,8 @@ class Router:
     def originate(self, message: HiveMessage, now: float = 0.0) -> list[Action]:
         """Route a transport message created at this node (by its agent or client).
 
-        BROADCAST goes to the satellites, ESCALATE and QUERY to the master,
+        BROADCAST goes to the satellites (a node without satellites hands it
+        to its master, as an admin client does), ESCALATE and QUERY to the master,
         PROPAGATE and CASCADE to every link; a bare PING is wrapped in
         PROPAGATE. Answers to a QUERY/CASCADE/PING started here come back as
         ``Deliver`` actions.
@@ -937,6 +938,12 @@ class Router:
         self._now = now
         mtype = message.msg_type
         if mtype is T.BROADCAST:
+            up = self.upstream
+            if up is not None and not any(True for _ in self.satellites()):
+                # A plain satellite (an admin client) asks its hub to broadcast;
+                # the hub checks is_admin/can_broadcast on this link.
+                self._stamp(message, [up.ident])
+                return self._outbound(up, message)
             self.floods.check_and_add(self._flood_id(message))
             return [a for a in self._fan_down(None, message) if not isinstance(a, Deliver)]
         if mtype is T.ESCALATE:

@@ -47,7 +47,7 @@ def sample_message() -> HiveMessage:
     payload = Message(
         "recognizer_loop:utterance",
         {"utterances": ["what time is it"]},
-        {"source": "cli", "session": {"session_id": "s1", "site_id": "home"}},
+        {"source": "satellite", "session": {"session_id": "5f0c2a8e", "site_id": "home"}},
     )
     return HiveMessage("bus", payload)
 

@@ -38,6 +38,7 @@ import binascii
 import contextlib
 import hashlib
 import http
+import inspect
 import json
 import logging
 import ssl
@@ -52,6 +53,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State as WsState
 
 from hivemind_bus_client import crypto
+from hivemind_bus_client import router as _router_mod
 from hivemind_bus_client.connection import (
     CloseRequested,
     Connection,
@@ -99,6 +101,9 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_INTERNAL = 1011
 #: The link's send backlog overflowed (slow consumer); retryable.
 CLOSE_OVERFLOW = 1013
+
+#: Router action added for QUERY/CASCADE (absent from older routers).
+AskLocal: Any = getattr(_router_mod, "AskLocal", None)
 
 #: Tombstone key of the reference's revoked rows: never a valid credential.
 _REVOKED = "revoked"
@@ -308,6 +313,8 @@ class HubServer:
         self.action_handlers: dict[type, Callable[[Any], None]] = {}
         #: Called with ``(ovos_dict, peer)`` for each SHARED_BUS message.
         self.shared_bus_observers: list[Callable[[dict[str, Any], str | None], None]] = []
+        self._handle_takes_now = "now" in inspect.signature(self.router.handle).parameters
+        self._router_timer: asyncio.TimerHandle | None = None
         self._server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._revision: Any = None
@@ -368,6 +375,9 @@ class HubServer:
 
     async def stop(self) -> None:
         """Close every connection (1001), stop the agent and the binary handler."""
+        if self._router_timer is not None:
+            self._router_timer.cancel()
+            self._router_timer = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -507,7 +517,7 @@ class HubServer:
                 if link.peer is None:
                     # No HELLO yet: register with a private session.
                     self._register(link, {})
-                self.execute(self.router.handle(link.peer, event.message))  # type: ignore[arg-type]
+                self.route(link.peer, event.message)  # type: ignore[arg-type]
             elif kind is HelloReceived:
                 self._register(link, event.payload)
             elif kind is HandshakeComplete:
@@ -607,7 +617,9 @@ class HubServer:
         if peer is None:
             return
         link.peer = None
-        self.router.remove_link(peer)
+        owed = self.router.remove_link(peer)
+        if owed:
+            self.execute(owed)
         if self.sinks.get(peer) is link:
             del self.sinks[peer]
         self.peers.release(peer)
@@ -629,14 +641,23 @@ class HubServer:
 
     # -- actions -------------------------------------------------------------------
 
+    def route(self, peer: str, message: HiveMessage) -> None:
+        """Hand a message received on link ``peer`` to the router and carry out its decision."""
+        router = self.router
+        if self._handle_takes_now:
+            actions = router.handle(peer, message, asyncio.get_running_loop().time())
+        else:
+            actions = router.handle(peer, message)
+        self.execute(actions)
+
     def execute(self, actions: Iterable[Any]) -> None:
         """Carry out router actions. The ONE place every action type is dispatched.
 
         ``Send`` writes to a link, ``Deliver`` hands a message to this node,
         ``Deny`` answers ``hive.policy.denied`` (closing with 4003 when the
-        router says so), ``Drop`` is counted. Other action types are looked up
-        in :attr:`action_handlers`, so router extensions plug in without
-        touching this method.
+        router says so), ``Drop`` is counted, ``AskLocal`` asks the agent.
+        Other action types are looked up in :attr:`action_handlers`, so router
+        extensions plug in without touching this method.
         """
         for action in actions:
             kind = type(action)
@@ -655,6 +676,8 @@ class HubServer:
                     self._count("dropped")
                     if LOG.isEnabledFor(logging.DEBUG):
                         LOG.debug("dropped message from %s: %s", action.peer, action.reason)
+                elif kind is AskLocal:
+                    self._ask_local(action)
                 else:
                     handler = self.action_handlers.get(kind)
                     if handler is None:
@@ -665,6 +688,55 @@ class HubServer:
             except Exception:
                 self._count("errors")
                 LOG.exception("executing %s failed", kind.__name__)
+        self._arm_router_timer()
+
+    def _arm_router_timer(self) -> None:
+        get_timer = getattr(self.router, "get_timer", None)
+        if get_timer is None or self._loop is None:
+            return
+        deadline = get_timer()
+        current = self._router_timer
+        if current is not None:
+            if deadline is not None and current.when() == deadline:
+                return
+            current.cancel()
+            self._router_timer = None
+        if deadline is not None:
+            self._router_timer = self._loop.call_at(deadline, self._on_router_timer)
+
+    def _on_router_timer(self) -> None:
+        self._router_timer = None
+        assert self._loop is not None
+        try:
+            self.execute(self.router.handle_timer(self._loop.time()))
+        except Exception:
+            self._count("errors")
+            LOG.exception("router timer failed")
+
+    def _ask_local(self, action: Any) -> None:
+        """Ask the agent to answer a QUERY/CASCADE request; feed its answer to the router."""
+        loop = self._loop
+        assert loop is not None
+        qid = action.query_id
+        inner = action.message
+        payload = inner.payload_dict() if inner.msg_type in (T.BUS, T.SHARED_BUS) else None
+        done = False
+
+        def answered(reply: dict[str, Any] | None) -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            now = loop.time()
+            if reply is None:
+                self.execute(self.router.local_decline(qid, now))
+            else:
+                self.execute(self.router.local_answer(qid, reply, now))
+
+        if payload is None:
+            answered(None)
+            return
+        self.agent.ask(dict(payload), answered)
 
     def _deny(self, deny: Deny) -> None:
         self._count("denied")
@@ -728,7 +800,7 @@ class HubServer:
             context["destination"] = [d for d in dest if not (d in sinks and d != origin)] or "skills"
             self._count("destination_rewritten")
 
-    def _send_to(self, peer: str, message: HiveMessage) -> None:
+    def _send_to(self, peer: str, message: HiveMessage) -> None:  # reply path of handlers
         self.execute(self.router.send_to([peer], message))
 
     # -- agent side ------------------------------------------------------------------

@@ -11,12 +11,15 @@ from typing import Any
 
 from hivemind_core.config import HubConfig
 
-__all__ = ["AGENT_GROUP", "Agent", "AgentError", "ReplyCallback", "load_agent"]
+__all__ = ["AGENT_GROUP", "Agent", "AgentError", "AnswerCallback", "ReplyCallback", "load_agent"]
 
 LOG = logging.getLogger(__name__)
 
 #: Entry-point group agents register under.
 AGENT_GROUP = "hivemind.agents"
+
+#: Called once by :meth:`Agent.ask` with the answer dict, or None to decline.
+AnswerCallback = Callable[[dict[str, Any] | None], None]
 
 #: Called by an agent with an OVOS message dict ``{type, data, context}``
 #: that may be meant for satellites (routed by ``context.destination``).
@@ -62,6 +65,14 @@ class Agent(ABC):
 
         The dict belongs to the agent: the hub made it for this call.
         """
+
+    def ask(self, message: dict[str, Any], answer: AnswerCallback) -> None:
+        """Answer a QUERY/CASCADE request (an OVOS message dict) through ``answer``.
+
+        Call ``answer(reply_dict)`` once with the answer, or ``answer(None)`` to
+        decline (the hub then forwards the query upstream). Default: decline.
+        """
+        answer(None)
 
     def observe(self, message: dict[str, Any], peer: str) -> None:  # noqa: B027 - optional hook
         """A SHARED_BUS message from ``peer`` (watched, never injected). Default: ignore."""

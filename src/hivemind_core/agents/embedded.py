@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from hivemind_core.agents.base import Agent
+from hivemind_core.agents.base import Agent, AnswerCallback
 
 __all__ = ["EmbeddedAgent", "answer"]
 
@@ -67,8 +67,18 @@ class EmbeddedAgent(Agent):
 
     def inject(self, message: dict[str, Any]) -> None:
         """Answer ``recognizer_loop:utterance``; drop the rest."""
+        reply = self.respond(message)
+        if reply is not None:
+            self.reply(reply)
+
+    def ask(self, message: dict[str, Any], answer: AnswerCallback) -> None:
+        """QUERY/CASCADE: the same answer as :meth:`inject`, or decline."""
+        answer(self.respond(message))
+
+    def respond(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        """The ``speak`` reply to an utterance message, or None for other messages."""
         if message.get("type") != "recognizer_loop:utterance":
-            return
+            return None
         data = message.get("data") or {}
         utterances = data.get("utterances") if isinstance(data, dict) else None
         first = utterances[0] if isinstance(utterances, list) and utterances else ""
@@ -83,4 +93,4 @@ class EmbeddedAgent(Agent):
         lang = data.get("lang") if isinstance(data, dict) else None
         if isinstance(lang, str):
             reply_data["lang"] = lang
-        self.reply({"type": "speak", "data": reply_data, "context": ctx})
+        return {"type": "speak", "data": reply_data, "context": ctx}

@@ -208,6 +208,7 @@ class FakeHub:
             node_id="fakehub",
         )
         link = Link(peer, conn, ws)
+        self.links[f"{peer}#{id(link)}"] = link
         conn.start(0.0)
         await self._flush(link)
         try:
@@ -226,7 +227,9 @@ class FakeHub:
         except websockets.ConnectionClosed:
             pass
         finally:
-            self.links.pop(link.peer, None)
+            for name, value in list(self.links.items()):
+                if value is link:
+                    self.links.pop(name, None)
 
     async def _flush(self, link: Link) -> None:
         for frame in link.conn.frames_to_send():
@@ -236,7 +239,9 @@ class FakeHub:
         self.hellos.append(payload)
         session = payload.get("session") or {}
         sid = session.get("session_id", "default")
-        self.links.pop(link.peer, None)
+        for name, value in list(self.links.items()):
+            if value is link:
+                self.links.pop(name, None)
         link.peer = link.peer.rsplit("::", 1)[0] + "::" + sid
         link.hello = payload
         self.links[link.peer] = link

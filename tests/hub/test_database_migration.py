@@ -22,35 +22,6 @@ from hivemind_core.db.json_db import JsonDatabase
 from hivemind_core.db.migration import copy_clients, import_reference_json
 from hivemind_core.db.sqlite_db import SQLiteDatabase
 
-# What the reference 4.0.0 writes (hub notes §2.1-2.3): records keyed by id,
-# null lists from its add-client, a "revoked" tombstone for a deleted client,
-# and (a quirk of its JSON store) the same id twice, the later one winning.
-REFERENCE_CLIENTS_JSON = """{
-  "1": {"client_id": 1, "api_key": "k1-old", "name": "stale", "description": "", "is_admin": false,
-        "last_seen": -1, "intent_blacklist": null, "skill_blacklist": null, "message_blacklist": null,
-        "allowed_types": ["recognizer_loop:utterance"], "crypto_key": null, "password": "p-old",
-        "can_broadcast": true, "can_escalate": true, "can_propagate": true, "metadata": {}},
-  "2": {"client_id": 2, "api_key": "revoked", "name": "", "description": "", "is_admin": false,
-        "last_seen": -1, "intent_blacklist": [], "skill_blacklist": [], "message_blacklist": [],
-        "allowed_types": [], "crypto_key": null, "password": null,
-        "can_broadcast": true, "can_escalate": true, "can_propagate": true, "metadata": {}},
-  "3": {"client_id": 3, "api_key": "a93ec3076d86f8b173c63a3398c73725", "name": "B\\u00fcro",
-        "description": "upstairs", "is_admin": true, "last_seen": 1700000000.5,
-        "intent_blacklist": ["weather.skill:WeatherIntent"], "skill_blacklist": ["jokes.skill"],
-        "message_blacklist": ["speak"], "allowed_types": ["speak:b64_audio"],
-        "crypto_key": "177a4da72c846cab", "password": "7e7f7301f6b25eca",
-        "can_broadcast": false, "can_escalate": false, "can_propagate": true,
-        "metadata": {"noise_pubkey": "abcd"}, "site_id": "kitchen", "extra_list": [1, 2]},
-  "4": {"client_id": 4, "api_key": "k4", "name": "empty-role", "is_admin": false,
-        "allowed_types": [], "password": null},
-  "1": {"client_id": 1, "api_key": "k1", "name": "sat1", "description": "", "is_admin": false,
-        "last_seen": -1, "intent_blacklist": null, "skill_blacklist": null, "message_blacklist": null,
-        "allowed_types": ["recognizer_loop:utterance", "recognizer_loop:record_begin"],
-        "crypto_key": "adfd20a5f9bba4a0", "password": "p1",
-        "can_broadcast": true, "can_escalate": true, "can_propagate": true, "metadata": {}}
-}
-"""
-
 
 @pytest.fixture(params=["sqlite", "redis", "json"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ClientDatabase]:
@@ -65,10 +36,10 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ClientDat
 
 
 @pytest.fixture
-def reference_file(tmp_path: Path) -> Path:
+def reference_file(tmp_path: Path, reference_json: str) -> Path:
     path = tmp_path / "ref" / "clients.json"
     path.parent.mkdir()
-    path.write_text(REFERENCE_CLIENTS_JSON, encoding="utf-8")
+    path.write_text(reference_json, encoding="utf-8")
     return path
 
 
@@ -138,14 +109,14 @@ def test_export_round_trip_through_reference_layout(reference_file: Path, target
         assert again.list_clients() == target.list_clients()
 
 
-def test_sqlite_imports_reference_file_on_first_start(xdg: Path) -> None:
+def test_sqlite_imports_reference_file_on_first_start(xdg: Path, reference_json: str) -> None:
     data = xdg / "data" / "hivemind-core"
     data.mkdir(parents=True)
-    (data / "clients.json").write_text(REFERENCE_CLIENTS_JSON, encoding="utf-8")
+    (data / "clients.json").write_text(reference_json, encoding="utf-8")
     with open_database() as db:
         assert [c.client_id for c in db.list_clients()] == [1, 3, 4]
         db.delete_client(1)
-    assert (data / "clients.json").read_text(encoding="utf-8") == REFERENCE_CLIENTS_JSON  # untouched
+    assert (data / "clients.json").read_text(encoding="utf-8") == reference_json  # untouched
     with open_database() as db:  # not imported again once the db exists
         assert [c.client_id for c in db.list_clients()] == [3, 4]
 

@@ -6,5 +6,6 @@ modules here are split so each reads in one sitting:
 * :mod:`.model`: :class:`~.model.Client`, :class:`~.model.ClientDatabase`, errors;
 * :mod:`.sqlite_db`: the default backend (one file, safe for hub + CLI processes);
 * :mod:`.redis_db`: several hubs sharing one Redis server;
-* :mod:`.json_db`: the reference's ``clients.json`` format, for import and export.
+* :mod:`.json_db`: the reference's ``clients.json`` format, for import and export;
+* :mod:`.migration`: copies between databases and the import of a reference ``clients.json``.
 """

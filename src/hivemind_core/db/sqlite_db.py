@@ -241,8 +241,14 @@ class SQLiteDatabase(ClientDatabase):
             return int(self._conn.execute("SELECT COUNT(*) FROM clients").fetchone()[0])
 
     def touch(self, client_id: int, when: float) -> None:
+        """Record activity; best effort: a busy database only costs a log line, never an error."""
         with self._lock:
-            self._conn.execute("UPDATE clients SET last_seen=? WHERE client_id=?", (float(when), int(client_id)))
+            try:
+                self._conn.execute(
+                    "UPDATE clients SET last_seen=? WHERE client_id=?", (float(when), int(client_id))
+                )
+            except sqlite3.OperationalError as exc:
+                LOG.debug("last_seen of client %s not recorded: %s", client_id, exc)
 
     def revision(self) -> int:
         with self._lock:

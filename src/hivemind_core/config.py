@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hivemind_bus_client.connection import HUB_CIPHERS, HUB_ENCODINGS
 
 __all__ = [
     "HubConfig",
@@ -50,6 +49,15 @@ def default_config_path() -> Path:
     return config_dir() / "server.json"
 
 
+def _hub_defaults() -> tuple[list[str], list[str]]:
+    """The hub's encoding and cipher preference orders (imported late: the
+    connection module loads the OVOS message classes, which CLI commands that
+    only touch the database do not need)."""
+    from hivemind_bus_client.connection import HUB_CIPHERS, HUB_ENCODINGS
+
+    return [e.value for e in HUB_ENCODINGS], [c.value for c in HUB_CIPHERS]
+
+
 @dataclass
 class UpstreamConfig:
     """The master hub this hub joins as a satellite (nested hives). Off when ``host`` is empty."""
@@ -78,7 +86,7 @@ class HubConfig:
     http_port: int = 0
 
     #: Client database backend: ``sqlite`` (default), ``redis``, ``json``, or an
-    #: entry-point name of group ``hivemind.database``.
+    #: entry-point name of group ``hivemind.databases``.
     database: str = "sqlite"
     #: SQLite file (default ``data_dir()/clients.db``) or JSON file path.
     db_path: str | None = None
@@ -100,9 +108,9 @@ class HubConfig:
     binary_handler: str | None = None
 
     #: Encodings accepted, in the hub's order of preference.
-    allowed_encodings: list[str] = field(default_factory=lambda: [e.value for e in HUB_ENCODINGS])
+    allowed_encodings: list[str] = field(default_factory=lambda: _hub_defaults()[0])
     #: Ciphers accepted, in the hub's order of preference.
-    allowed_ciphers: list[str] = field(default_factory=lambda: [c.value for c in HUB_CIPHERS])
+    allowed_ciphers: list[str] = field(default_factory=lambda: _hub_defaults()[1])
     #: Choose by the hub's order (fast encodings first) rather than the client's.
     prefer_hub_order: bool = True
     #: Offer binary framing to clients.

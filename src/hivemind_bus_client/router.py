@@ -47,6 +47,16 @@ Actions, and what a service must do with each
                CASCADE: no answer from this node). Execute the returned actions.
 =============  ================================================================
 
+Besides executing actions, a service must: pass its loop time as ``now`` to
+``handle``/``originate``/``local_answer``/``local_decline``; keep one timer at
+:meth:`Router.get_timer` and call :meth:`Router.handle_timer` when it fires;
+execute the actions :meth:`Router.remove_link` returns (QUERYs that were
+waiting on a lost master are answered ``hive.query.timeout``); set
+``Link.node_id`` to the id the peer stamps into routes when it differs from the
+peer string, ``Link.is_hub`` for relay hubs, and ``Link.trusted`` (or
+``trusted_keys=``) for trust; and give the router its ``private_key`` so
+INTERCOM meant for this node can be opened.
+
 Routing rules (seed docs 002/003 are the contract; the reference 4.0.0 hub
 implements few of them):
 

@@ -272,10 +272,14 @@ class NodeIdentity:
     def add_trusted_key(self, alias: str, pubkey: str) -> bool:
         """Trust ``pubkey`` under ``alias``; ``False`` if that exact entry already exists.
 
-        Raises:
-            CryptoError: ``pubkey`` is not a PEM RSA public key.
+        A value that is not a PEM RSA public key is stored anyway (the seed
+        docs' example uses a placeholder) but logged, since it can never match
+        a real signature.
         """
-        crypto.load_public_key(pubkey)
+        try:
+            crypto.load_public_key(pubkey)
+        except CryptoError:
+            LOG.warning("trusted key %r is not a PEM RSA public key; it will match nothing", alias)
         keys = self.trusted_keys
         if alias in keys and _same_pem(keys[alias], pubkey):
             return False

@@ -84,6 +84,7 @@ class FakeHub:
         self.private_key = _HUB_KEY
         self.public_pem = crypto.public_key_pem(_HUB_KEY)
         self.cascade_answers = 2
+        self.pong_delay = 0.2
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: Any = None
@@ -278,11 +279,19 @@ class FakeHub:
             inner = msg.payload
             if isinstance(inner, HiveMessage) and inner.msg_type is T.PING:
                 data = inner.payload
-                link.conn.send(
-                    HiveMessage(
-                        T.PONG,
-                        payload={"ping_id": data.get("ping_id"), "peer": "fakehub",
-                                 "timestamp": data.get("timestamp")},
-                        route=[{"source": link.peer, "targets": ["fakehub"]}],
-                    )
+                pong = HiveMessage(
+                    T.PONG,
+                    payload={"ping_id": data.get("ping_id"), "peer": "fakehub",
+                             "timestamp": data.get("timestamp")},
+                    route=[{"source": link.peer, "targets": ["fakehub"]}],
                 )
+                # A mesh takes a moment to answer; the seed-doc sample registers
+                # its PONG handler after sending the PING.
+                asyncio.get_running_loop().call_later(
+                    self.pong_delay, lambda: asyncio.ensure_future(self._send_late(link, pong))
+                )
+
+    async def _send_late(self, link: Link, message: HiveMessage) -> None:
+        with contextlib.suppress(Exception):
+            link.conn.send(message)
+            await self._flush(link)

@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,8 +36,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 
-from interop import harness  # noqa: E402
-
 from hivemind_bus_client import crypto  # noqa: E402
 from hivemind_bus_client.connection import (  # noqa: E402
     CloseRequested,
@@ -48,6 +45,7 @@ from hivemind_bus_client.connection import (  # noqa: E402
     Role,
 )
 from hivemind_bus_client.message import HiveMessage, HiveMessageType  # noqa: E402
+from interop import harness  # noqa: E402
 
 BUS = HiveMessageType.BUS
 HOST = "127.0.0.1"
@@ -226,8 +224,6 @@ async def echo_baseline(n: int) -> dict[str, Any]:
     try:
         harness.wait_until(lambda: harness.port_open(HOST, port), timeout=20, what="echo server")
         # A frame the size of an encrypted utterance.
-        sample = BenchClient(port, "k", "p", "s")
-        sample.conn.cipher = None
         payload = json.dumps({"ciphertext": "x" * 600, "tag": "y" * 24, "nonce": "z" * 24})
         async with connect(f"ws://{HOST}:{port}/", compression=None) as ws:
             rtts = []
@@ -255,7 +251,7 @@ def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 async def measure(target: Target, args: argparse.Namespace) -> dict[str, Any]:

@@ -1,0 +1,157 @@
+"""Agents: the embedded answers, the loader, and the OVOS agent against a fake message bus."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import socket
+from typing import Any
+
+import pytest
+from websockets.asyncio.server import serve
+
+from hivemind_core.agents import AgentError, load_agent
+from hivemind_core.agents.embedded import HELP, EmbeddedAgent, answer
+from hivemind_core.agents.ovos import OVOSAgent
+from hivemind_core.config import HubConfig
+
+NOON = datetime.datetime(2024, 3, 5, 12, 7)
+
+
+@pytest.mark.parametrize(
+    ("utterance", "expected"),
+    [
+        ("what time is it", "It is 12:07."),
+        ("What's the date today?", "Today is Tuesday, March 5, 2024."),
+        ("echo hello Büro", "hello Büro"),
+        ("say   olá", "olá"),
+        ("help", HELP),
+        ("sing a song", "I heard: sing a song. Say help to hear what I can do."),
+    ],
+)
+def test_embedded_answers(utterance: str, expected: str) -> None:
+    assert answer(utterance, NOON) == expected
+
+
+def test_embedded_reply_swaps_source_and_destination() -> None:
+    agent = EmbeddedAgent()
+    got: list[dict[str, Any]] = []
+    asyncio.run(agent.start(got.append))
+    agent.inject(
+        {
+            "type": "recognizer_loop:utterance",
+            "data": {"utterances": ["echo hi"], "lang": "pt-PT"},
+            "context": {"source": "ua::1::sat::s", "destination": "skills", "session": {"session_id": "s"}},
+        }
+    )
+    agent.inject({"type": "something.else", "data": {}, "context": {}})
+    assert len(got) == 1
+    reply = got[0]
+    assert reply["type"] == "speak"
+    assert reply["data"]["utterance"] == "hi" and reply["data"]["lang"] == "pt-PT"
+    assert reply["context"]["destination"] == "ua::1::sat::s"
+    assert reply["context"]["source"] == "skills"
+    assert reply["context"]["session"] == {"session_id": "s"}
+
+
+def test_load_agent_by_name_and_unknown() -> None:
+    assert isinstance(load_agent(HubConfig(agent="embedded")), EmbeddedAgent)
+    assert isinstance(load_agent(HubConfig(agent="ovos")), OVOSAgent)
+    with pytest.raises(AgentError, match="unknown agent"):
+        load_agent(HubConfig(agent="no-such-agent"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_ovos_agent_fails_clearly_without_a_bus() -> None:
+    port = _free_port()
+    agent = OVOSAgent(HubConfig(ovos_host="127.0.0.1", ovos_port=port, ovos_connect_timeout=0.5))
+
+    async def scenario() -> None:
+        with pytest.raises(AgentError) as info:
+            await agent.start(lambda m: None)
+        assert f"127.0.0.1:{port}/core" in str(info.value)
+        assert "ovos-messagebus" in str(info.value)
+
+    asyncio.run(scenario())
+
+
+class FakeBus:
+    """A tiny message bus: every text message is sent to every client (like ovos-messagebus)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.clients: set[Any] = set()
+        self.seen: list[dict[str, Any]] = []
+        self.server: Any = None
+
+    async def _handler(self, ws: Any) -> None:
+        self.clients.add(ws)
+        try:
+            async for raw in ws:
+                self.seen.append(json.loads(raw))
+                for c in list(self.clients):
+                    await c.send(raw)
+        finally:
+            self.clients.discard(ws)
+
+    async def start(self) -> None:
+        self.server = await serve(self._handler, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def emit(self, msg: dict[str, Any]) -> None:
+        for c in list(self.clients):
+            await c.send(json.dumps(msg))
+
+
+def test_ovos_agent_relays_and_reconnects_after_a_bus_restart() -> None:
+    async def scenario() -> None:
+        port = _free_port()
+        bus = FakeBus(port)
+        await bus.start()
+        agent = OVOSAgent(HubConfig(ovos_host="127.0.0.1", ovos_port=port, ovos_connect_timeout=2))
+        replies: list[dict[str, Any]] = []
+        await agent.start(replies.append)
+        agent.inject({"type": "recognizer_loop:utterance", "data": {}, "context": {"source": "a::1::b::c"}})
+        for _ in range(50):
+            if bus.seen:
+                break
+            await asyncio.sleep(0.02)
+        assert bus.seen[0]["type"] == "recognizer_loop:utterance"
+        await bus.emit({"type": "speak", "data": {}, "context": {"destination": "a::1::b::c"}})
+        await bus.emit({"type": "unrelated", "data": {}, "context": {}})
+        for _ in range(50):
+            if any(r["type"] == "speak" for r in replies):
+                break
+            await asyncio.sleep(0.02)
+        assert [r["type"] for r in replies if r["type"] == "speak"] == ["speak"]
+        assert all(r["type"] != "unrelated" for r in replies)
+
+        # Bus restarts: messages injected meanwhile are kept and delivered afterwards.
+        await bus.stop()
+        for _ in range(100):
+            if not agent.connected.is_set():
+                break
+            await asyncio.sleep(0.02)
+        agent.inject({"type": "while.down", "data": {}, "context": {}})
+        bus2 = FakeBus(port)
+        await bus2.start()
+        await asyncio.wait_for(agent.connected.wait(), 10)
+        for _ in range(100):
+            if bus2.seen:
+                break
+            await asyncio.sleep(0.02)
+        assert [m["type"] for m in bus2.seen] == ["while.down"]
+        assert agent.reconnects == 1
+        await agent.stop()
+        await bus2.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))

@@ -42,6 +42,7 @@ import inspect
 import json
 import logging
 import ssl
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
@@ -604,6 +605,7 @@ class HubServer:
         )
         self.sinks[peer] = link
         link.conn.announce(peer, self.node_id)
+        self._touch(link)
         if LOG.isEnabledFor(logging.DEBUG):
             LOG.debug("registered %s (site %s)", peer, sess.site_id)
         try:
@@ -612,11 +614,23 @@ class HubServer:
             self._count("errors")
             LOG.exception("agent.client_connected failed")
 
+    def _touch(self, link: SatelliteLink) -> None:
+        """Record ``last_seen`` (once per connect and disconnect, never per message)."""
+        touch = getattr(self.db, "touch", None)
+        if touch is None:
+            return
+        try:
+            touch(link.client.client_id, time.time())
+        except Exception:
+            self._count("errors")
+            LOG.debug("could not update last_seen", exc_info=True)
+
     def _unregister(self, link: SatelliteLink) -> None:
         peer = link.peer
         if peer is None:
             return
         link.peer = None
+        self._touch(link)
         owed = self.router.remove_link(peer)
         if owed:
             self.execute(owed)

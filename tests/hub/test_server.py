@@ -455,3 +455,36 @@ def test_parse_authorization() -> None:
     assert parse_authorization("/?authorization=dWE6") is None
     assert parse_authorization("/?other=1") is None
     assert parse_authorization("/?authorization=***") is None
+
+
+def test_tls_with_a_generated_certificate(tmp_path: Any) -> None:
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from hivemind_core.tls import server_ssl_context
+
+    ctx = server_ssl_context(None, None, tmp_path)
+    cert = x509.load_pem_x509_certificate((tmp_path / "hivemind.crt").read_bytes())
+    assert isinstance(cert.public_key(), ec.EllipticCurvePublicKey)
+    assert cert.signature_hash_algorithm.name == "sha256"
+    # The second start reuses the same files.
+    server_ssl_context(None, None, tmp_path)
+    assert x509.load_pem_x509_certificate((tmp_path / "hivemind.crt").read_bytes()) == cert
+
+    async def scenario() -> None:
+        async with running_hub() as hub:
+            await hub.server.stop()
+            hub.server.ssl_context = ctx
+            await hub.server.start()
+            row = hub.db.add_client("sat", password="pw")
+            client_ctx = ssl.create_default_context(cafile=str(tmp_path / "hivemind.crt"))
+            from websockets.asyncio.client import connect
+
+            url = f"wss://localhost:{hub.port}{auth_path(row.api_key)}"
+            async with connect(url, ssl=client_ctx) as ws:
+                first = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                assert first["msg_type"] == "hello"
+
+    run(scenario())

@@ -81,6 +81,11 @@ class BenchClient:
         self.ws: Any = None
         self.task: asyncio.Task[None] | None = None
         self.error: str | None = None
+        # Stock clients put their session in every message (the reference hub
+        # kicks a non-admin whose message carries no session, i.e. "default").
+        msg = dict(UTTERANCE)
+        msg["context"] = {**UTTERANCE["context"], "session": {"session_id": session, "site_id": "bench"}}
+        self.message = msg
 
     async def start(self, timeout: float = 60) -> float:
         t0 = time.perf_counter()
@@ -115,7 +120,7 @@ class BenchClient:
             self.error = self.error or repr(exc)
 
     def frame(self) -> str | bytes:
-        return self.conn.encode(HiveMessage(BUS, dict(UTTERANCE)))
+        return self.conn.encode(HiveMessage(BUS, self.message))
 
     async def wait_answers(self, n: int, timeout: float = 120) -> None:
         self.target = n
@@ -255,7 +260,20 @@ def pct(values: list[float], p: float) -> float:
 
 
 async def measure(target: Target, args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": target.name}
+    """Every figure for one target; a phase that fails is reported, not fatal."""
+    out: dict[str, Any] = {
+        "name": target.name, "handshake_pw": [], "handshake_rsa": [], "rtt": [],
+        "throughput_1": float("nan"), "throughput_50": float("nan"),
+    }
+    try:
+        await _measure(target, args, out)
+    except Exception as exc:
+        out["error"] = repr(exc)
+        print(f"{target.name}: stopped early: {exc!r}", file=sys.stderr)
+    return out
+
+
+async def _measure(target: Target, args: argparse.Namespace, out: dict[str, Any]) -> None:
     # Handshake time (password, then RSA).
     for label, key, pw in (("pw", target.bench_key, target.bench_password), ("rsa", target.idle_key, None)):
         times = []
@@ -274,13 +292,13 @@ async def measure(target: Target, args: argparse.Namespace) -> dict[str, Any]:
     await c.start()
     for _ in range(5):  # warm-up
         await c.ws.send(c.frame())
-        await c.wait_answers(c.answers + 1)
+        await c.wait_answers(c.answers + 1, timeout=20)
     rtts = []
     for _ in range(args.rtt):
         n = c.answers + 1
         t0 = time.perf_counter()
         await c.ws.send(c.frame())
-        await c.wait_answers(n)
+        await c.wait_answers(n, timeout=20)
         rtts.append(time.perf_counter() - t0)
     out["rtt"] = rtts
     # Pipelined, 1 satellite.
@@ -327,7 +345,6 @@ async def measure(target: Target, args: argparse.Namespace) -> dict[str, Any]:
         out["rss_per_conn_kib"] = (after - before) / max(1, len(idle))
         out["rss_total_mib"] = after / 1024
         await asyncio.gather(*(b.close() for b in idle))
-    return out
 
 
 def ms(v: float) -> str:

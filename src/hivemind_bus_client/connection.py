@@ -200,6 +200,12 @@ class Connection:
             ``site_id``, ``pubkey``).
         handshake_timeout: seconds from :meth:`start` until the link must be READY.
         max_size: largest frame or decompressed payload accepted, in bytes.
+        resend_offer: hub only: seconds after :meth:`start` at which HELLO and the
+            HANDSHAKE offer are sent again while the client has sent nothing. The
+            stock 0.4.4 client registers its handlers only after the socket opens,
+            misses a prompt offer and otherwise waits 5 s before it handshakes.
+            One re-send: that client blocks for about a second per offer it
+            handles, and each offer it handles starts a new key exchange.
     """
 
     def __init__(
@@ -220,6 +226,7 @@ class Connection:
         hello: dict[str, Any] | None = None,
         handshake_timeout: float = 20.0,
         max_size: int = 16 * 1024 * 1024,
+        resend_offer: Sequence[float] = (0.6,),
     ) -> None:
         self.role = role
         self.state = State.HANDSHAKING
@@ -239,6 +246,7 @@ class Connection:
         self.hello = hello or {}
         self.handshake_timeout = handshake_timeout
         self.max_size = max_size
+        self.resend_offer = tuple(sorted(resend_offer))
 
         #: Negotiated values (valid once READY).
         self.binarize = False
@@ -255,6 +263,8 @@ class Connection:
         self._deadline: float | None = None
         self._iv: bytes | None = None
         self._hello_sent = False
+        self._offer: list[str | bytes] = []
+        self._resends: list[float] = []
         self.frames_in = 0
         self.frames_out = 0
 
@@ -284,12 +294,16 @@ class Connection:
                     "ciphers": list(self.ciphers),
                 },
             )
+            if not has_key:
+                self._offer = list(self._out)
+                self._resends = [now + delay for delay in self.resend_offer]
 
     def receive_frame(self, data: str | bytes) -> None:
         """Feed one received websocket frame. Peer faults never raise: they close."""
         if self.state in (State.CLOSING, State.CLOSED):
             return
         self.frames_in += 1
+        self._resends = []  # the client is talking: no more offers
         try:
             if len(data) > self.max_size:
                 raise PayloadTooBig(f"frame of {len(data)} bytes exceeds {self.max_size}")
@@ -370,10 +384,18 @@ class Connection:
 
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` must next be called, or ``None``."""
-        return self._deadline if self.state is State.HANDSHAKING else None
+        if self.state is not State.HANDSHAKING:
+            return None
+        if self._resends and (self._deadline is None or self._resends[0] < self._deadline):
+            return self._resends[0]
+        return self._deadline
 
     def handle_timer(self, now: float) -> None:
-        """Apply timeouts that are due at ``now``."""
+        """Apply timeouts and offer re-sends that are due at ``now``."""
+        if self.state is State.HANDSHAKING and self._resends and now >= self._resends[0]:
+            while self._resends and now >= self._resends[0]:
+                self._resends.pop(0)
+            self._out.extend(self._offer)
         if self.state is State.HANDSHAKING and self._deadline is not None and now >= self._deadline:
             self._deadline = None
             self.close(CLOSE_TRY_AGAIN, "handshake timed out")
@@ -509,6 +531,10 @@ class Connection:
             self._client_offer(payload)
 
     def _client_offer(self, offer: dict[str, Any]) -> None:
+        if self.peer_offer or self.state is not State.HANDSHAKING:
+            # A hub re-sends its offer to clients that seem to have missed it;
+            # ours answered the first one already.
+            return
         self.peer_offer = offer
         max_version = offer.get("max_protocol_version", 1)
         if isinstance(max_version, int) and max_version < 0:

@@ -195,7 +195,7 @@ def test_tampered_frame_closes_with_1008():
 
 
 def test_handshake_timeout():
-    hub = Connection(Role.HUB, password="pw", private_key=HUB_KEY, handshake_timeout=5)
+    hub = Connection(Role.HUB, password="pw", private_key=HUB_KEY, handshake_timeout=5, resend_offer=())
     hub.start(100.0)
     assert hub.get_timer() == 105.0
     hub.handle_timer(104.9)
@@ -234,3 +234,40 @@ def test_hub_announces_final_peer():
     lp.hub.announce("ua::1::sat::s1")
     lp.pump()
     assert lp.client.peer == "ua::1::sat::s1"
+
+
+def test_hub_resends_its_offer_to_a_silent_client_then_stops():
+    hub = Connection(Role.HUB, password="pw", resend_offer=(0.5, 1.0))
+    hub.start(now=0.0)
+    first = hub.frames_to_send()
+    assert len(first) == 2  # HELLO + HANDSHAKE offer
+    assert hub.get_timer() == 0.5
+    hub.handle_timer(0.5)
+    assert hub.frames_to_send() == first
+    assert hub.get_timer() == 1.0
+    # once the client speaks, no more re-sends; only the handshake deadline remains
+    client = Connection(Role.CLIENT, password="pw")
+    for frame in first:
+        client.receive_frame(frame)
+    for frame in client.frames_to_send():
+        hub.receive_frame(frame)
+    hub.frames_to_send()
+    hub.handle_timer(1.0)
+    assert hub.frames_to_send() == []
+
+
+def test_client_ignores_a_repeated_offer():
+    hub = Connection(Role.HUB, password="pw", resend_offer=(0.5,))
+    hub.start(now=0.0)
+    offer = hub.frames_to_send()
+    hub.handle_timer(0.5)
+    again = hub.frames_to_send()
+    client = Connection(Role.CLIENT, password="pw")
+    for frame in offer + again:  # the re-send crossed the client's answer
+        client.receive_frame(frame)
+    answer = client.frames_to_send()
+    assert len(answer) == 1  # one HANDSHAKE, not two
+    hub.receive_frame(answer[0])
+    for frame in hub.frames_to_send():
+        client.receive_frame(frame)
+    assert client.state.value == "ready" and hub.state.value == "ready"

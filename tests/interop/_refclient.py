@@ -28,9 +28,9 @@ from typing import Any
 _RESULT_FD = os.dup(1)
 os.dup2(2, 1)
 
-from hivemind_bus_client.client import HiveMessageBusClient  # noqa: E402
 from ovos_bus_client.message import Message  # noqa: E402
 
+from hivemind_bus_client.client import HiveMessageBusClient  # noqa: E402
 from hivemind_bus_client.message import HiveMessage  # noqa: E402
 
 T0 = time.perf_counter()
@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["hub_hello"] = _summarise_hello(client.hub_hello)
     result["hub_shake"] = client.hub_shake
     result["hub_shake_reply"] = client.hub_shake_reply
-    result["events"] = client.events
+    result["events"] = list(client.events)  # a snapshot: close() below adds our own close
     try:
         client.close()
     except Exception as exc:  # the socket may already be gone

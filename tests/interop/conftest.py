@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -103,10 +104,16 @@ def run_reference_client(
     tmp_path_factory: pytest.TempPathFactory,
     _dump_logs_on_failure: list[Path],
 ) -> Callable[..., dict[str, Any]]:
-    """Callable running the stock client once; see ``harness.run_reference_client``."""
+    """Callable running the stock client once; see ``harness.run_reference_client``.
+
+    Safe to call from several threads at once (pytest's ``mktemp`` is not).
+    """
+    lock = threading.Lock()
 
     def run(host: str, port: int, key: str, password: str, **kwargs: Any) -> dict[str, Any]:
-        kwargs.setdefault("workdir", tmp_path_factory.mktemp("ref-client"))
+        if "workdir" not in kwargs:
+            with lock:
+                kwargs["workdir"] = tmp_path_factory.mktemp("ref-client")
         report = harness.run_reference_client(refpython, host, port, key, password, **kwargs)
         _dump_logs_on_failure.append(Path(report["log"]))
         return report

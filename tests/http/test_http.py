@@ -71,7 +71,7 @@ class HubThread:
         def run() -> None:
             try:
                 fut.set_result(fn())
-            except BaseException as exc:  # noqa: BLE001 - handed back to the test
+            except BaseException as exc:
                 fut.set_exception(exc)
 
         self.loop.call_soon_threadsafe(run)
@@ -455,3 +455,21 @@ def test_seed_doc_http_client_sample(hub: HubThread, tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "SPOKE: from the seed SITE: living-room" in proc.stdout
+
+
+def test_client_reconnects_after_a_retryable_hub_close(hub: HubThread) -> None:
+    row = hub.add_client("sat")
+    client = client_for(hub, row.api_key, poll_interval=0.1, reconnect_delays=[0.05, 0.2, 0.5])
+    client.connect()
+    try:
+        assert client.stats["connects"] == 1
+        hub.call(lambda: hub.listener.links[row.api_key].close(1001, "going away for a test"))
+        deadline = time.monotonic() + 5
+        while client.stats["connects"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert client.stats["connects"] == 2, "the client did not reconnect"
+        answer = client.wait_for_response(utterance("echo back again"), reply_type="speak", timeout=5)
+        assert answer is not None and answer.payload.data["utterance"] == "back again"
+        assert client.fatal_error is None
+    finally:
+        client.close()

@@ -473,3 +473,29 @@ def test_client_reconnects_after_a_retryable_hub_close(hub: HubThread) -> None:
         assert client.fatal_error is None
     finally:
         client.close()
+
+
+def test_binary_frames_both_ways(hub: HubThread) -> None:
+    from hivemind_bus_client.message import HiveMessage, HiveMessageType, HiveMindBinaryPayloadType
+    from hivemind_core.binary import BinaryHandler
+
+    got: list[bytes] = []
+
+    class Reverse(BinaryHandler):
+        def handle(self, message: HiveMessage, peer: str, reply: Any) -> None:
+            got.append(message.payload)
+            reply(HiveMessage(HiveMessageType.BINARY, payload=message.payload[::-1],
+                              metadata={"file_name": "r.bin"}, bin_type=HiveMindBinaryPayloadType.FILE))
+
+    hub.call(lambda: setattr(hub.server, "binary_handler", Reverse()))
+    row = hub.add_client("sat")
+    with client_for(hub, row.api_key) as client:
+        back: list[tuple[bytes, dict[str, Any]]] = []
+        client.on_bin(HiveMessageType.BINARY, lambda data, ctx: back.append((data, ctx)))
+        client.emit(HiveMessage(HiveMessageType.BINARY, b"\x00\x01\x02\xff"),
+                    binary_type=HiveMindBinaryPayloadType.RAW_AUDIO)
+        deadline = time.monotonic() + 5
+        while not back and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert got == [b"\x00\x01\x02\xff"]
+        assert back and back[0][0] == b"\xff\x02\x01\x00"

@@ -22,6 +22,7 @@ from hivemind_bus_client.message import (
 )
 
 __all__ = [
+    "AsyncHiveMessageBusClient",
     "BinaryDataCallbacks",
     "HiveMessage",
     "HiveMessageBusClient",
@@ -29,6 +30,7 @@ __all__ = [
     "HiveMindBinaryPayloadType",
     "HiveMindError",
     "NodeIdentity",
+    "with_hivemind",
 ]
 
 # name -> module that defines it; loaded lazily by __getattr__ (PEP 562).
@@ -36,6 +38,8 @@ _LAZY = {
     "HiveMessageBusClient": "hivemind_bus_client.client",
     "BinaryDataCallbacks": "hivemind_bus_client.client",
     "NodeIdentity": "hivemind_bus_client.identity",
+    "AsyncHiveMessageBusClient": "hivemind_bus_client.asyncio_client",
+    "with_hivemind": "hivemind_bus_client.decorators",
 }
 
 

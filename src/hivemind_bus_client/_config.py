@@ -95,9 +95,10 @@ class ClientConfig:
     ``None``: jittered exponential backoff starting under a second."""
     max_reconnect_delay: float = 30.0
     """Cap of the default backoff, in seconds."""
-    ping_interval: float | None = 20.0
-    """Websocket keepalive: seconds between pings (``None`` disables)."""
-    ping_timeout: float | None = 20.0
+    ping_interval: float | None = 5.0
+    """Websocket keepalive: seconds between pings (``None`` disables). With the
+    timeout below a dead link is noticed within about ten seconds."""
+    ping_timeout: float | None = 5.0
     """Seconds to wait for a pong before the link is declared dead."""
     send_timeout: float = 10.0
     """How long ``emit`` waits for a link that is reconnecting."""

@@ -133,11 +133,23 @@ class FakeHub:
     def stop(self) -> None:
         if self._loop is None:
             return
+
+        async def shutdown() -> None:
+            for link in list(self.links.values()):
+                link.ws.transport.abort()
+            self._server.close()
+            await self._server.wait_closed()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
         with contextlib.suppress(Exception):
-            self.stop_listening()
+            self.call(shutdown())
         self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
             self._thread.join(5)
+        self._loop.close()
         self._loop = None
 
     def __enter__(self) -> FakeHub:
@@ -166,6 +178,15 @@ class FakeHub:
                 await link.ws.send(frame)
 
         self.call(send())
+
+    def freeze_all(self) -> None:
+        """Stop reading from every link: the peer sees a dead, silent connection."""
+
+        async def freeze() -> None:
+            for link in list(self.links.values()):
+                link.ws.transport.pause_reading()
+
+        self.call(freeze())
 
     def drop_all(self, code: int = 1011) -> None:
         async def drop() -> None:

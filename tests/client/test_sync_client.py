@@ -300,6 +300,17 @@ def test_refused_credentials_on_reconnect_are_fatal(hub: FakeHub, make_client: M
         client.emit(utterance("nobody home"))
 
 
+def test_keepalive_notices_a_dead_link(hub: FakeHub, make_client: MakeClient) -> None:
+    client = make_client(hub, ping_interval=0.2, ping_timeout=0.2)
+    client.connect()
+    first = client.protocol.conn
+    started = time.monotonic()
+    hub.freeze_all()  # the hub stops answering anything, pings included
+    eventually(lambda: client.protocol.conn is not first and client.connected, timeout=5)
+    assert time.monotonic() - started < 3
+    assert client.stats["connects"] == 2
+
+
 def test_reconnect_disabled(hub: FakeHub, make_client: MakeClient) -> None:
     client = make_client(hub, reconnect=False)
     client.connect()

@@ -53,7 +53,7 @@ def test_connect_round_trip_and_hello(hub: FakeHub, make_client: MakeClient) -> 
     client = make_client(hub, site_id="Büro")
     client.connect()
     assert client.connected
-    hello = hub.hellos[-1]
+    hello = eventually(lambda: hub.hellos)[-1]
     assert hello["site_id"] == "Büro"
     session_id = hello["session"]["session_id"]
     assert session_id == client.session_id and session_id != "default"
@@ -181,7 +181,7 @@ def test_no_argument_construction_reads_identity_file(hub: FakeHub, _isolated_co
     try:
         client.connect()
         assert client.site_id == "attic"
-        assert hub.hellos[-1]["site_id"] == "attic"
+        assert eventually(lambda: hub.hellos)[-1]["site_id"] == "attic"
     finally:
         client.close()
 

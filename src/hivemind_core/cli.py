@@ -406,14 +406,23 @@ def print_config() -> None:
 @click.option("--cert", type=click.Path(dir_okay=False), help="TLS certificate (PEM).")
 @click.option("--key", type=click.Path(dir_okay=False), help="TLS private key (PEM).")
 @click.option("--agent", help="What answers satellites: embedded, ovos, or a plugin name.")
+@click.option("--upstream-host", help="Join this master hub as a satellite (nested hives; default: server.json upstream.host).")
+@click.option("--upstream-port", type=click.IntRange(1, 65535), help="The master's port (default 5678).")
+@click.option("--upstream-key", help="This hub's access key at the master.")
+@click.option("--upstream-password", help="This hub's password at the master.")
 def listen(host: str | None, port: int | None, use_ssl: bool | None, cert: str | None, key: str | None,
-           agent: str | None) -> None:
+           agent: str | None, upstream_host: str | None = None, upstream_port: int | None = None,
+           upstream_key: str | None = None, upstream_password: str | None = None) -> None:
     """Run the hub until interrupted."""
     config = _state().config
     overrides: dict[str, Any] = {"host": host, "port": port, "ssl": use_ssl, "cert": cert, "key": key, "agent": agent}
     for name, value in overrides.items():
         if value is not None:
             setattr(config, name, value)
+    upstream = {"host": upstream_host, "port": upstream_port, "key": upstream_key, "password": upstream_password}
+    for name, value in upstream.items():
+        if value is not None:
+            setattr(config.upstream, name, value)
     if (cert is None) != (key is None):
         _fail("--cert and --key go together")
     if cert is not None:

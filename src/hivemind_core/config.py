@@ -61,12 +61,19 @@ def _hub_defaults() -> tuple[list[str], list[str]]:
 class UpstreamConfig:
     """The master hub this hub joins as a satellite (nested hives). Off when ``host`` is empty."""
 
+    #: The master's address; empty = this hub has no master.
     host: str = ""
     port: int = 5678
+    #: This hub's access key and password at the master (``hivemind-core add-client`` there).
     key: str = ""
     password: str = ""
+    #: Connect with ``wss://``; ``self_signed`` skips certificate verification.
     ssl: bool = False
     self_signed: bool = True
+    #: Useragent presented to the master (part of this hub's peer string there).
+    useragent: str = "HiveMind-relay-hub"
+    #: Site announced to the master (default: this hub's own ``site_id``).
+    site_id: str = ""
 
 
 @dataclass

@@ -82,6 +82,7 @@ from hivemind_core.binary import BinaryHandler, LoggingBinaryHandler
 from hivemind_core.config import HubConfig
 from hivemind_core.session import LinkSession, PeerRegistry, peer_name
 from hivemind_core.throttle import AuthThrottle
+from hivemind_core.upstream import UpstreamLink
 
 __all__ = [
     "CLOSE_OVERFLOW",
@@ -320,6 +321,8 @@ class HubServer:
         self._tasks: list[asyncio.Task[None]] = []
         self._revision: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: The link to this hub's master (nested hives), when ``config.upstream.host`` is set.
+        self.upstream: UpstreamLink | None = None
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -349,6 +352,14 @@ class HubServer:
         )
         if cfg.idle_timeout and cfg.idle_timeout > 0:
             self._tasks.append(loop.create_task(self._sweep_idle(), name="hivemind-idle-sweep"))
+        if cfg.upstream.host:
+            self.upstream = UpstreamLink(self, cfg.upstream)
+            try:
+                await self.upstream.start()
+            except BaseException:
+                self.upstream = None
+                await self.stop()
+                raise
         LOG.info(
             "HiveMind hub %s listening on %s://%s:%d (agent: %s)",
             self.node_id,
@@ -376,6 +387,10 @@ class HubServer:
 
     async def stop(self) -> None:
         """Close every connection (1001), stop the agent and the binary handler."""
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            with contextlib.suppress(Exception):
+                await upstream.stop()
         if self._router_timer is not None:
             self._router_timer.cancel()
             self._router_timer = None
@@ -580,6 +595,8 @@ class HubServer:
                 session = None
         sess = LinkSession(session, hello.get("site_id"), is_admin=bool(client.is_admin))
         pubkey = hello.get("pubkey")
+        # Relay hubs name the id they stamp into routes (loop checks compare it).
+        node_id = hello.get("node_id")
         if link.peer is not None and link.session is not None:
             if sess.session_id == link.session.session_id:
                 link.session = sess
@@ -601,6 +618,7 @@ class HubServer:
                 session_id=sess.session_id,
                 pubkey=pubkey if isinstance(pubkey, str) else None,
                 is_hub=bool(hello.get("is_hub")),
+                node_id=node_id if isinstance(node_id, str) and node_id else None,
             )
         )
         self.sinks[peer] = link
@@ -779,6 +797,8 @@ class HubServer:
                 )
                 if not perms.is_admin:
                     self._guard_destination(out["context"], origin)  # type: ignore[arg-type]
+            elif isinstance(sink, UpstreamLink) and sink.relay_down(payload):
+                return  # an answer from the master for one of our satellites
             else:
                 out = dict(payload)
             self.agent.inject(out)

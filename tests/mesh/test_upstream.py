@@ -1,0 +1,235 @@
+"""The hub's upstream link (nested hives), in process over loopback websockets.
+
+Master and relay are two :class:`HubServer` objects in one event loop; the
+satellite is the hub tests' sans-I/O ``TestClient``. The real-process version
+of the same scenario is ``test_nested_real.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ovos_bus_client.message import Message
+from tests.hub.hubkit import TestClient, is_type
+
+from hivemind_bus_client import crypto
+from hivemind_bus_client.message import HiveMessage, HiveMessageType
+from hivemind_bus_client.router import LinkKind
+from hivemind_core.agents.embedded import EmbeddedAgent
+from hivemind_core.config import HubConfig, UpstreamConfig
+from hivemind_core.database import open_database
+from hivemind_core.server import HubServer
+from hivemind_core.upstream import RETURN_KEY, UpstreamConfigError, is_own_listener
+
+T = HiveMessageType
+MASTER_KEY = crypto.create_private_key()
+RELAY_KEY = crypto.create_private_key()
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def hub(
+    key: crypto.PrivateKey, port: int = 0, upstream: UpstreamConfig | None = None
+) -> AsyncIterator[tuple[HubServer, Any]]:
+    """A hub on 127.0.0.1 with a throwaway database and the embedded agent."""
+    with tempfile.TemporaryDirectory(prefix="upstream-test-") as tmp:
+        cfg = HubConfig(host="127.0.0.1", port=port, db_path=str(Path(tmp) / "clients.db"))
+        if upstream is not None:
+            cfg.upstream = upstream
+        db = open_database(cfg, backend="sqlite", path=cfg.db_path)
+        server = HubServer(cfg, db, EmbeddedAgent(cfg), private_key=key, permission_poll=0.1)
+        try:
+            await server.start()
+            yield server, db
+        finally:
+            await server.stop()
+            db.close()
+
+
+async def until(predicate: Any, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+def escalated_utterance(text: str) -> HiveMessage:
+    return HiveMessage(
+        T.ESCALATE,
+        HiveMessage(T.BUS, Message("recognizer_loop:utterance", {"utterances": [text]}, {})),
+    )
+
+
+# -- refusing our own listener --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("up_host", "listen_host", "expected"),
+    [
+        ("127.0.0.1", "127.0.0.1", True),
+        ("localhost", "0.0.0.0", True),
+        ("127.0.0.2", "0.0.0.0", True),
+        ("::1", "::", True),
+        ("0.0.0.0", "127.0.0.1", True),
+        ("192.0.2.7", "127.0.0.1", False),
+        ("192.0.2.7", "192.0.2.7", True),
+        ("hub.example", "0.0.0.0", False),
+    ],
+)
+def test_is_own_listener(up_host: str, listen_host: str, expected: bool) -> None:
+    assert is_own_listener(up_host, 5678, listen_host, [5678]) is expected
+    assert is_own_listener(up_host, 5679, listen_host, [5678]) is False
+
+
+def test_upstream_pointing_at_own_listener_fails_at_start() -> None:
+    port = free_port()
+
+    async def main() -> None:
+        upstream = UpstreamConfig(host="localhost", port=port, key="k", password="p")
+        with pytest.raises(UpstreamConfigError, match="own listener"):
+            async with hub(RELAY_KEY, port, upstream):
+                pass
+        # the listener that had been bound was closed again
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+
+    run(main())
+
+
+# -- credentials refused: logged, no retry loop ----------------------------------------
+
+
+@pytest.mark.parametrize("wrong", ["key", "password"])
+def test_refused_credentials_stop_retrying(wrong: str, caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        async with hub(MASTER_KEY) as (master, mdb):
+            mdb.add_client("relay", api_key="relay-key", password="relay-pw")
+            upstream = UpstreamConfig(
+                host="127.0.0.1",
+                port=master.port,
+                key="nope" if wrong == "key" else "relay-key",
+                password="relay-pw" if wrong == "key" else "wrong-pw",
+            )
+            async with hub(RELAY_KEY, 0, upstream) as (relay, _):
+                link = relay.upstream
+                assert link is not None
+                await until(lambda: link.fatal_error is not None)
+                attempts = master.stats.get("connections", 0)
+                await asyncio.sleep(1.5)  # a retry loop would have tried again by now
+                assert master.stats.get("connections", 0) == attempts == 1
+                assert not link.connected and link.connects == 0
+                assert relay.router.upstream is None
+                assert link._task is not None and link._task.done()
+                # the relay still serves its own satellites
+                relay.db.add_client("sat", api_key="sat-key", password="sat-pw")
+                sat = await TestClient(relay.port, "sat-key", "sat-pw").connect()
+                await sat.utterance("echo still here")
+                reply = await sat.next_bus(is_type("speak"))
+                assert reply["data"]["utterance"] == "still here"
+                await sat.close()
+
+    with caplog.at_level("ERROR", logger="hivemind_core.upstream"):
+        run(main())
+    assert any("refused this hub" in r.getMessage() for r in caplog.records)
+
+
+# -- relaying both ways and healing ----------------------------------------------------
+
+
+def test_relay_escalate_answer_broadcast_and_reconnect() -> None:
+    async def main() -> None:
+        master_port = free_port()
+        with tempfile.TemporaryDirectory(prefix="upstream-master-") as tmp:
+            db_path = str(Path(tmp) / "clients.db")
+
+            @contextlib.asynccontextmanager
+            async def master_hub() -> AsyncIterator[HubServer]:
+                cfg = HubConfig(host="127.0.0.1", port=master_port, db_path=db_path)
+                db = open_database(cfg, backend="sqlite", path=db_path)
+                server = HubServer(cfg, db, EmbeddedAgent(cfg), private_key=MASTER_KEY)
+                try:
+                    await server.start()
+                    yield server
+                finally:
+                    await server.stop()
+                    db.close()
+
+            setup = open_database(HubConfig(db_path=db_path), backend="sqlite", path=db_path)
+            setup.add_client("relay", api_key="relay-key", password="relay-pw")
+            setup.add_client("admin", api_key="admin-key", password="admin-pw", is_admin=True)
+            setup.close()
+            upstream = UpstreamConfig(
+                host="127.0.0.1", port=master_port, key="relay-key", password="relay-pw"
+            )
+            async with hub(RELAY_KEY, 0, upstream) as (relay, rdb):
+                rdb.add_client("sat", api_key="sat-key", password="sat-pw")
+                link = relay.upstream
+                assert link is not None
+                sat = await TestClient(relay.port, "sat-key", "sat-pw", useragent="sat-ua").connect()
+                async with master_hub() as master:
+                    await asyncio.wait_for(link.linked.wait(), 5)
+                    up = relay.router.upstream
+                    assert up is not None and up.kind is LinkKind.UPSTREAM
+                    assert up.node_id == master.node_id
+                    # the master sees a relay hub, with the id it stamps into routes
+                    await until(lambda: any(lk.is_hub for lk in master.router.links.values()))
+                    mlink = next(lk for lk in master.router.links.values() if lk.is_hub)
+                    assert mlink.node_id == relay.node_id
+
+                    # (a) ESCALATE: answered by the master, the answer comes down
+                    await sat.send(escalated_utterance("echo from below"))
+                    reply = await sat.next_bus(is_type("speak"))
+                    assert reply["data"]["utterance"] == "from below"
+                    ctx = reply["context"]
+                    assert ctx["peer"].startswith("HiveMind-relay-hub::")  # stamped at the master
+                    assert ctx["destination"] == sat.peer
+                    assert RETURN_KEY not in ctx
+                    assert relay.stats.get("upstream_answers_relayed") == 1
+                    # a plain BUS is still answered by the relay's own agent
+                    await sat.utterance("echo local")
+                    local = await sat.next_bus(is_type("speak"))
+                    assert local["data"]["utterance"] == "local"
+                    assert local["context"]["peer"] == sat.peer
+
+                    # (b) BROADCAST from an admin at the master reaches the satellite
+                    admin = await TestClient(master.port, "admin-key", "admin-pw").connect()
+                    await admin.send(
+                        HiveMessage(
+                            T.BROADCAST,
+                            HiveMessage(T.BUS, Message("speak", {"utterance": "all hands"}, {})),
+                        )
+                    )
+                    got = await asyncio.wait_for(sat.messages.get(), 5)
+                    while got.msg_type is not T.BROADCAST:
+                        got = await asyncio.wait_for(sat.messages.get(), 5)
+                    assert got.payload.payload.data["utterance"] == "all hands"
+                    await admin.close()
+
+                # master gone: the relay drops the link, then heals when it is back
+                await until(lambda: not link.connected and relay.router.upstream is None)
+                async with master_hub():
+                    await asyncio.wait_for(link.linked.wait(), 5)
+                    assert link.connects == 2
+                    await sat.send(escalated_utterance("echo again"))
+                    reply = await sat.next_bus(is_type("speak"))
+                    assert reply["data"]["utterance"] == "again"
+                await sat.close()
+
+    run(main())

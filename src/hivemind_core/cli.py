@@ -410,12 +410,16 @@ def print_config() -> None:
 @click.option("--upstream-port", type=click.IntRange(1, 65535), help="The master's port (default 5678).")
 @click.option("--upstream-key", help="This hub's access key at the master.")
 @click.option("--upstream-password", help="This hub's password at the master.")
+@click.option("--http-port", type=click.IntRange(0, 65535),
+              help="Also serve the HTTP polling protocol on this port (0 = off; the reference uses 5679).")
 def listen(host: str | None, port: int | None, use_ssl: bool | None, cert: str | None, key: str | None,
            agent: str | None, upstream_host: str | None = None, upstream_port: int | None = None,
-           upstream_key: str | None = None, upstream_password: str | None = None) -> None:
+           upstream_key: str | None = None, upstream_password: str | None = None,
+           http_port: int | None = None) -> None:
     """Run the hub until interrupted."""
     config = _state().config
-    overrides: dict[str, Any] = {"host": host, "port": port, "ssl": use_ssl, "cert": cert, "key": key, "agent": agent}
+    overrides: dict[str, Any] = {"host": host, "port": port, "ssl": use_ssl, "cert": cert, "key": key,
+                                 "agent": agent, "http_port": http_port}
     for name, value in overrides.items():
         if value is not None:
             setattr(config, name, value)

@@ -127,11 +127,18 @@ async def serve(config: HubConfig, database: Any | None = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
+    http_listener = None
     try:
         await server.start()
+        if config.http_port:
+            from hivemind_core.http_listener import start_http_listener
+
+            http_listener = await start_http_listener(server, config.host, config.http_port)
         await stop.wait()
         LOG.info("stopping the hub")
     finally:
+        if http_listener is not None:  # HTTP links are not the server's: close them first
+            await http_listener.close()
         await server.stop()
         if own_db:
             with contextlib.suppress(Exception):

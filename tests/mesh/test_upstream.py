@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -233,3 +236,53 @@ def test_relay_escalate_answer_broadcast_and_reconnect() -> None:
                 await sat.close()
 
     run(main())
+
+
+# -- configuration: server.json and the listen options ---------------------------------
+
+
+def _listen_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *args: str) -> HubConfig:
+    from hivemind_core import cli, service
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    seen: list[HubConfig] = []
+    monkeypatch.setattr(service, "run", seen.append)
+    with contextlib.suppress(SystemExit):
+        cli.main(list(args))
+    assert len(seen) == 1
+    return seen[0]
+
+
+def test_listen_reads_upstream_from_server_json_and_options(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    conf = tmp_path / "config" / "hivemind-core" / "server.json"
+    conf.parent.mkdir(parents=True)
+    conf.write_text(
+        '{"upstream": {"host": "master.lan", "port": 5700, "key": "k", "password": "p",'
+        ' "site_id": "attic"}}',
+        encoding="utf-8",
+    )
+    cfg = _listen_config(monkeypatch, tmp_path, "listen")
+    assert (cfg.upstream.host, cfg.upstream.port, cfg.upstream.key) == ("master.lan", 5700, "k")
+    assert (cfg.upstream.password, cfg.upstream.site_id) == ("p", "attic")
+    cfg = _listen_config(
+        monkeypatch, tmp_path, "listen", "--upstream-host", "10.0.0.2",
+        "--upstream-port", "5800", "--upstream-key", "k2", "--upstream-password", "p2",
+    )
+    assert (cfg.upstream.host, cfg.upstream.port) == ("10.0.0.2", 5800)
+    assert (cfg.upstream.key, cfg.upstream.password, cfg.upstream.site_id) == ("k2", "p2", "attic")
+
+
+def test_listen_refuses_own_listener_as_upstream(tmp_path: Path) -> None:
+    port = free_port()
+    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "c"), XDG_DATA_HOME=str(tmp_path / "d"))
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("hivemind-core")), "listen", "--host", "127.0.0.1",
+         "--port", str(port), "--upstream-host", "localhost", "--upstream-port", str(port),
+         "--upstream-key", "k"],
+        env=env, capture_output=True, text=True, timeout=30,
+    )
+    assert proc.returncode == 1
+    assert "own listener" in proc.stderr and "Traceback" not in proc.stderr

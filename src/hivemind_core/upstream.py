@@ -124,8 +124,8 @@ def _is_local_host(host: str) -> bool:
         addr = ipaddress.ip_address(name)
         return addr.is_loopback or addr.is_unspecified
     with contextlib.suppress(OSError):
-        own = {socket.gethostname().lower(), socket.getfqdn().lower()}
-        if name in own:
+        # gethostname only: getfqdn may wait on DNS, and this runs at start.
+        if name == socket.gethostname().lower():
             return True
     return False
 

@@ -54,7 +54,7 @@ import logging
 import socket
 import ssl
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -188,6 +188,7 @@ class UpstreamLink:
         self._stopping = False
         self._tokens: OrderedDict[str, str] = OrderedDict()  # token -> satellite peer
         self._token_of: dict[str, str] = {}  # satellite peer -> token
+        self._backlog: deque[str | bytes] | None = None
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -250,8 +251,35 @@ class UpstreamLink:
             return
         if message.msg_type is T.ESCALATE:
             self._add_return_token(message)
-        if not send_nowait(ws, conn.encode(message)):
+        frame = conn.encode(message)
+        backlog = self._backlog
+        if backlog is not None:
+            # The master reads slower than we write: queue (bounded), then give up on the link.
+            if len(backlog) >= self.server.config.send_queue:
+                self.server._count("upstream_send_overflow")
+                self.close(1013, "send queue overflow")
+                return
+            backlog.append(frame)
+            return
+        if getattr(ws, "paused", False):
+            self._backlog = deque((frame,))
+            asyncio.get_running_loop().create_task(self._drain(ws), name="hivemind-upstream-drain")
+            return
+        if not send_nowait(ws, frame):
             self.server._count("upstream_dropped_not_ready")
+
+    async def _drain(self, ws: ClientConnection) -> None:
+        backlog = self._backlog
+        try:
+            while backlog:
+                await ws.send(backlog.popleft())
+        except websockets.ConnectionClosed:
+            pass
+        except Exception:
+            LOG.exception("error while draining the send queue to the master")
+        finally:
+            if self._backlog is backlog:
+                self._backlog = None
 
     def close(self, code: int, reason: str) -> None:
         """Close the current socket (the link reconnects unless it is stopping)."""
@@ -528,6 +556,7 @@ class UpstreamLink:
     def _unlink(self) -> None:
         """Forget the master link; answer what was waiting on it."""
         self.ws = None
+        self._backlog = None
         if not self.linked.is_set():
             return
         self.linked.clear()

@@ -57,7 +57,7 @@ from collections import deque
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from hivemind_bus_client.connection import Connection, Role, State
+from hivemind_bus_client.connection import Connection, State
 from hivemind_core.server import (
     CLOSE_OVERFLOW,
     HubServer,
@@ -296,20 +296,7 @@ class HTTPListener:
     def _open(self, client: Any, useragent: str, address: str, key: str) -> HTTPLink:
         """A new link for ``client``, set up as ``HubServer._open_link`` sets up a websocket one."""
         server = self.server
-        cfg = server.config
-        conn = Connection(
-            Role.HUB,
-            password=getattr(client, "password", None) or None,
-            crypto_key=getattr(client, "crypto_key", None) or None,
-            private_key=server.private_key,
-            encodings=cfg.allowed_encodings,
-            ciphers=cfg.allowed_ciphers,
-            binarize=cfg.binarize,
-            prefer_own_order=cfg.prefer_hub_order,
-            node_id=server.node_id,
-            handshake_timeout=cfg.handshake_timeout,
-            max_size=cfg.max_frame_size,
-        )
+        conn = server.new_connection(client)
         now = asyncio.get_running_loop().time()
         link = HTTPLink(self, conn, client, useragent, address, key, now)
         conn.peer = link.base_name

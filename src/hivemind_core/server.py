@@ -479,16 +479,13 @@ class HubServer:
             if link is not None:
                 self._close_link(link)
 
-    def _open_link(
-        self, ws: ServerConnection, client: Any, useragent: str, address: str
-    ) -> SatelliteLink:
+    def new_connection(self, client: Any) -> Connection:
+        """The hub end of a link for ``client``'s record, whatever the transport."""
         cfg = self.config
-        password = getattr(client, "password", None) or None
-        crypto_key = getattr(client, "crypto_key", None) or None
-        conn = Connection(
+        return Connection(
             Role.HUB,
-            password=password,
-            crypto_key=crypto_key,
+            password=getattr(client, "password", None) or None,
+            crypto_key=getattr(client, "crypto_key", None) or None,
             private_key=self.private_key,
             encodings=cfg.allowed_encodings,
             ciphers=cfg.allowed_ciphers,
@@ -498,6 +495,11 @@ class HubServer:
             handshake_timeout=cfg.handshake_timeout,
             max_size=cfg.max_frame_size,
         )
+
+    def _open_link(
+        self, ws: ServerConnection, client: Any, useragent: str, address: str
+    ) -> SatelliteLink:
+        conn = self.new_connection(client)
         link = SatelliteLink(self, ws, conn, client, useragent, address)
         conn.peer = link.base_name
         self.connections.add(link)

@@ -332,7 +332,10 @@ class LinkEngine:
         conn.start(loop.time())
         greeted = False
         early: list[HiveMessage] = []
-        await self._flush(ws, conn)
+        try:
+            await self._flush(ws, conn)
+        except websockets.ConnectionClosed as exc:
+            raise self._refusal(exc, greeted, conn) from None
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -363,7 +366,10 @@ class LinkEngine:
                     if event.error is not None:
                         raise event.error
                     raise HandshakeError(event.reason or "handshake failed")
-            await self._flush(ws, conn)
+            try:
+                await self._flush(ws, conn)
+            except websockets.ConnectionClosed as exc:
+                raise self._refusal(exc, greeted, conn) from None
             if keyed:
                 return early
 

@@ -31,6 +31,7 @@ def identity(tmp_path: Path) -> NodeIdentity:
 def hub() -> Iterator[FakeHub]:
     with FakeHub([Account("sat-key", "hunter22")]) as fake:
         yield fake
+        assert not fake.errors, fake.errors[0]
 
 
 @pytest.fixture

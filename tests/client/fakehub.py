@@ -85,6 +85,7 @@ class FakeHub:
         self.public_pem = crypto.public_key_pem(_HUB_KEY)
         self.cascade_answers = 2
         self.pong_delay = 0.2
+        self.errors: list[str] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: Any = None
@@ -108,7 +109,9 @@ class FakeHub:
         return self
 
     async def _listen(self) -> None:
-        self._server = await serve(self._handle, self.host, self.port, compression=None)
+        self._server = await serve(
+            self._handle, self.host, self.port, compression=None, close_timeout=0.5
+        )
 
     def call(self, coro: Any, timeout: float = 10) -> Any:
         assert self._loop is not None
@@ -135,14 +138,15 @@ class FakeHub:
             return
 
         async def shutdown() -> None:
+            self._server.close(close_connections=False)
             for link in list(self.links.values()):
                 link.ws.transport.abort()
-            self._server.close()
-            await self._server.wait_closed()
+            await asyncio.sleep(0)
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            if tasks:
+                await asyncio.wait(tasks, timeout=2)
 
         with contextlib.suppress(Exception):
             self.call(shutdown())
@@ -202,6 +206,15 @@ class FakeHub:
     # -- per connection ------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
+        try:
+            await self._handle_inner(ws)
+        except Exception as exc:
+            import traceback
+
+            self.errors.append(traceback.format_exc())
+            raise exc
+
+    async def _handle_inner(self, ws: ServerConnection) -> None:
         path = ws.request.path if ws.request else ""
         _, _, auth = path.partition("/?authorization=")
         try:

@@ -440,3 +440,15 @@ def test_with_hivemind_decorator(hub: FakeHub, identity: NodeIdentity) -> None:
     assert service("deco") == "echo: deco"
     assert seen == [True]
     eventually(lambda: not hub.links)
+
+
+def test_connect_again_after_close(hub: FakeHub, make_client: MakeClient) -> None:
+    client = make_client(hub)
+    client.connect()
+    session = client.session_id
+    client.close()
+    assert not client.connected
+    client.connect()
+    reply = client.wait_for_response(utterance("second life"), reply_type="speak")
+    assert reply is not None and reply.payload.data["utterance"] == "echo: second life"
+    assert client.session_id == session and client.stats["connects"] == 2

@@ -139,8 +139,7 @@ def test_import_file_written_by_the_reference_cli(tmp_path: Path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import refenv
 
-    if not refenv.is_ready():
-        pytest.skip("reference venv not built (tests/interop builds it)")
+    refenv.ensure()  # builds the throwaway reference venv on first use (cached)
     ref_cli = refenv.python_path().parent / "hivemind-core"
     env = dict(os.environ, XDG_DATA_HOME=str(tmp_path / "data"), XDG_CONFIG_HOME=str(tmp_path / "config"),
                XDG_STATE_HOME=str(tmp_path / "state"))

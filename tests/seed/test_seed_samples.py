@@ -15,6 +15,7 @@ then ``hivemind-core listen``, with XDG dirs in a temp dir.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -28,11 +29,12 @@ from pathlib import Path
 
 import pytest
 
-SEED_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "seed-docs"
+SEED_DIR = Path(os.environ.get("HIVEMIND_SEED_DOCS", Path(__file__).resolve().parents[2].parent / "shared" / "seed-docs"))
+#: The extracted samples (code only), for checkouts without the seed docs beside
+#: them; ``test_committed_samples_match_the_docs`` keeps it equal to the docs.
+SAMPLES_FILE = Path(__file__).with_name("samples.json")
 KEY = "seed-sample-key"
 PASSWORD = "seed-sample-password"
-
-pytestmark = pytest.mark.skipif(not SEED_DIR.is_dir(), reason="seed docs are not beside the repo")
 
 
 def doc(prefix: str) -> str:
@@ -41,9 +43,15 @@ def doc(prefix: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
+def _sample_id(prefix: str, first: str, last: str, occurrence: int) -> str:
+    return f"{prefix}|{first}|{last}|{occurrence}"
+
+
 def extract(prefix: str, first: str, last: str, occurrence: int = 0) -> str:
     """The lines of a seed doc from the line starting with ``first`` to the next
     line starting with ``last`` (both included), verbatim."""
+    if not SEED_DIR.is_dir():
+        return json.loads(SAMPLES_FILE.read_text(encoding="utf-8"))[_sample_id(prefix, first, last, occurrence)]
     lines = doc(prefix).splitlines()
     starts = [i for i, line in enumerate(lines) if line.startswith(first)]
     assert len(starts) > occurrence, f"{first!r} not in seed doc {prefix}"
@@ -289,3 +297,30 @@ def test_cascade_response_aggregation(hub: Hub) -> None:
         + "client.close()\n"
     )
     assert "SELECTED True" in run_script(hub, code).stdout
+
+
+@pytest.mark.skipif(not SEED_DIR.is_dir(), reason="seed docs are not beside the repo")
+def test_committed_samples_match_the_docs() -> None:
+    stored = json.loads(SAMPLES_FILE.read_text(encoding="utf-8"))
+    for sample_id, text in stored.items():
+        prefix, first, last, occurrence = sample_id.split("|")
+        assert extract(prefix, first, last, int(occurrence)) == text, sample_id
+
+
+if __name__ == "__main__":  # regenerate samples.json from the seed docs
+    import ast
+    import inspect
+
+    calls = [
+        node for node in ast.walk(ast.parse(inspect.getsource(sys.modules[__name__])))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "extract"
+        and all(isinstance(a, ast.Constant) for a in node.args)
+    ]
+    out = {}
+    for call in calls:
+        args = [a.value for a in call.args]
+        if len(args) == 3:
+            args.append(0)
+        out[_sample_id(*args)] = extract(*args)
+    SAMPLES_FILE.write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"wrote {len(out)} samples to {SAMPLES_FILE.name}")

@@ -16,9 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-from hivemind_core.database import ClientDatabase
-
 from hivemind_core.config import get_server_config
+from hivemind_core.database import ClientDatabase
 
 
 def main() -> int:

@@ -35,10 +35,10 @@ import Cryptodome.Random as _random_mod
 import poorman_handshake.asymmetric as _pm_asym
 import poorman_handshake.symmetric.utils as _pm_sym_utils
 import z85base91
-from hivemind_bus_client.client import HiveMessageBusClient
 from ovos_bus_client import Message
 from poorman_handshake import HalfHandShake, HandShake, PasswordHandShake
 
+from hivemind_bus_client.client import HiveMessageBusClient
 from hivemind_bus_client.encryption import (
     SupportedCiphers,
     SupportedEncodings,

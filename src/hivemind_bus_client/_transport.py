@@ -110,6 +110,18 @@ def _close_code(exc: websockets.ConnectionClosed) -> tuple[int | None, str]:
     return 1006, ""
 
 
+
+def client_ssl_context(secure: bool, self_signed: bool) -> ssl.SSLContext | None:
+    """TLS settings for a client end (satellite or relay hub): ``None`` for ``ws://``;
+    ``self_signed`` accepts a hub certificate no authority signed (hubs make their own)."""
+    if not secure:
+        return None
+    ctx = ssl.create_default_context()
+    if self_signed:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
 class LinkEngine:
     """One client's link to its hub, with reconnects (see the module docstring).
 
@@ -245,13 +257,7 @@ class LinkEngine:
     # -- opening a link ------------------------------------------------------------
 
     def _ssl_context(self) -> ssl.SSLContext | None:
-        if not self.config.secure:
-            return None
-        ctx = ssl.create_default_context()
-        if self.config.self_signed:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
+        return client_ssl_context(self.config.secure, self.config.self_signed)
 
     async def open_link(self) -> None:
         """Open the socket and complete the handshake, or raise (see the table above)."""
@@ -425,6 +431,21 @@ class LinkEngine:
         assert self.loop is not None
         self._supervisor = self.loop.create_task(self._supervise(), name="hivemind-client-link")
 
+    def _dispatch_events(self, conn: Connection) -> CloseRequested | None:
+        """Handle the events of a ready link; the close request, if one came, is returned
+        for the transport to act on (each transport closes its own way)."""
+        for event in conn.events():
+            if isinstance(event, MessageReceived):
+                self._on_message(event.message)
+            elif isinstance(event, HelloReceived):
+                self._on_hello(event.payload)
+            elif isinstance(event, HandshakeComplete):
+                self.handshake = event
+            elif isinstance(event, CloseRequested):
+                LOG.warning("closing link: %s (code %s)", event.reason, event.code)
+                return event
+        return None
+
     async def _read(self) -> BaseException:
         """Read frames until the link drops; returns why it dropped."""
         ws, conn = self.ws, self.conn
@@ -432,18 +453,11 @@ class LinkEngine:
         try:
             async for frame in ws:
                 conn.receive_frame(frame)
-                for event in conn.events():
-                    if isinstance(event, MessageReceived):
-                        self._on_message(event.message)
-                    elif isinstance(event, HelloReceived):
-                        self._on_hello(event.payload)
-                    elif isinstance(event, HandshakeComplete):
-                        self.handshake = event
-                    elif isinstance(event, CloseRequested):
-                        LOG.warning("closing link: %s (code %s)", event.reason, event.code)
-                        with contextlib.suppress(Exception):
-                            await ws.close(event.code, event.reason)
-                        return event.error or ConnectionClosedError(event.code, event.reason)
+                close = self._dispatch_events(conn)
+                if close is not None:
+                    with contextlib.suppress(Exception):
+                        await ws.close(close.code, close.reason)
+                    return close.error or ConnectionClosedError(close.code, close.reason)
                 await self._flush(ws, conn)
         except websockets.ConnectionClosed as exc:
             code, reason = _close_code(exc)

@@ -414,17 +414,10 @@ class HTTPLinkEngine(LinkEngine):
                 frames, error = await self._poll_once(handshaking=False)
                 for frame in frames:
                     conn.receive_frame(frame)
-                    for event in conn.events():
-                        if isinstance(event, MessageReceived):
-                            self._on_message(event.message)
-                        elif isinstance(event, HelloReceived):
-                            self._on_hello(event.payload)
-                        elif isinstance(event, HandshakeComplete):
-                            self.handshake = event
-                        elif isinstance(event, CloseRequested):
-                            LOG.warning("closing link: %s (code %s)", event.reason, event.code)
-                            await self._disconnect_quietly()
-                            return event.error or ConnectionClosedError(event.code, event.reason)
+                    close = self._dispatch_events(conn)
+                    if close is not None:
+                        await self._disconnect_quietly()
+                        return close.error or ConnectionClosedError(close.code, close.reason)
                 if error is not None:
                     self.linked = False
                     return error

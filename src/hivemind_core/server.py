@@ -38,7 +38,6 @@ import binascii
 import contextlib
 import hashlib
 import http
-import inspect
 import json
 import logging
 import ssl
@@ -315,7 +314,6 @@ class HubServer:
         self.action_handlers: dict[type, Callable[[Any], None]] = {}
         #: Called with ``(ovos_dict, peer)`` for each SHARED_BUS message.
         self.shared_bus_observers: list[Callable[[dict[str, Any], str | None], None]] = []
-        self._handle_takes_now = "now" in inspect.signature(self.router.handle).parameters
         self._router_timer: asyncio.TimerHandle | None = None
         self._server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -677,12 +675,7 @@ class HubServer:
 
     def route(self, peer: str, message: HiveMessage) -> None:
         """Hand a message received on link ``peer`` to the router and carry out its decision."""
-        router = self.router
-        if self._handle_takes_now:
-            actions = router.handle(peer, message, asyncio.get_running_loop().time())
-        else:
-            actions = router.handle(peer, message)
-        self.execute(actions)
+        self.execute(self.router.handle(peer, message, asyncio.get_running_loop().time()))
 
     def execute(self, actions: Iterable[Any]) -> None:
         """Carry out router actions. The ONE place every action type is dispatched.
@@ -725,10 +718,9 @@ class HubServer:
         self._arm_router_timer()
 
     def _arm_router_timer(self) -> None:
-        get_timer = getattr(self.router, "get_timer", None)
-        if get_timer is None or self._loop is None:
+        if self._loop is None:
             return
-        deadline = get_timer()
+        deadline = self.router.get_timer()
         current = self._router_timer
         if current is not None:
             if deadline is not None and current.when() == deadline:

@@ -63,6 +63,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
+from hivemind_bus_client._transport import client_ssl_context
 from hivemind_bus_client.connection import (
     CloseRequested,
     Connection,
@@ -365,13 +366,7 @@ class UpstreamLink:
         return f"{scheme}://{host}:{cfg.port}/?authorization={token}"
 
     def _ssl_context(self) -> ssl.SSLContext | None:
-        if not self.config.ssl:
-            return None
-        ctx = ssl.create_default_context()
-        if self.config.self_signed:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
+        return client_ssl_context(self.config.ssl, self.config.self_signed)
 
     def _new_connection(self) -> Connection:
         server = self.server

@@ -596,31 +596,27 @@ def reference_hub(
     rows = list(default_clients() if clients is None else clients)
     started = time.monotonic()
     proc: ManagedProcess | None = None
-    try:
-        port = free_port(host)
+
+    def configure_new_port() -> int:
+        new_port = free_port(host)
         write_server_json(
             Path(env["XDG_CONFIG_HOME"]),
             host=host,
-            port=port,
+            port=new_port,
             bus=bus,
             allowed_encodings=allowed_encodings,
             allowed_ciphers=allowed_ciphers,
             binarize=binarize,
         )
+        return new_port
+
+    try:
+        port = configure_new_port()
         setup = _register_clients(refpython, env, workdir, rows)
         log_path = workdir / "hub.log"
         for attempt in range(attempts):
             if attempt:
-                port = free_port(host)
-                write_server_json(
-                    Path(env["XDG_CONFIG_HOME"]),
-                    host=host,
-                    port=port,
-                    bus=bus,
-                    allowed_encodings=allowed_encodings,
-                    allowed_ciphers=allowed_ciphers,
-                    binarize=binarize,
-                )
+                port = configure_new_port()
             proc = start_process(
                 "hivemind-core",
                 [ref_bin(refpython, "hivemind-core"), "listen"],

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 from abc import ABC, abstractmethod
@@ -101,6 +102,15 @@ def key_digest(api_key: str) -> str:
 def keys_equal(a: str, b: str) -> bool:
     """Constant-time comparison of two access keys."""
     return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
+
+
+def record_json(client: Client) -> str:
+    """The stored form of a record in the shared-store backends: everything but the id
+    (the key of the row) and ``last_seen`` (kept apart so ``touch`` is not an edit)."""
+    data = client.to_dict()
+    data.pop("client_id")
+    data.pop("last_seen")
+    return json.dumps(data, ensure_ascii=False, sort_keys=True)
 
 
 def _str_list(value: Any, name: str) -> list[str]:

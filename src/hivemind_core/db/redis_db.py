@@ -35,6 +35,7 @@ from hivemind_core.db.model import (
     DuplicateClientError,
     key_digest,
     keys_equal,
+    record_json,
 )
 
 __all__ = ["RedisDatabase"]
@@ -169,13 +170,6 @@ class RedisDatabase(ClientDatabase):
         return ":".join([self.prefix, *map(str, parts)])
 
     @staticmethod
-    def _record_json(client: Client) -> str:
-        data = client.to_dict()
-        data.pop("client_id")
-        data.pop("last_seen")
-        return json.dumps(data, ensure_ascii=False, sort_keys=True)
-
-    @staticmethod
     def _to_client(client_id: int, record: str, seen: str | None) -> Client:
         data = json.loads(record)
         data["client_id"] = client_id
@@ -202,7 +196,7 @@ class RedisDatabase(ClientDatabase):
             self._insert_script,
             str(client.client_id) if keep_id else "",
             key_digest(client.api_key),
-            self._record_json(client),
+            record_json(client),
             repr(client.last_seen),
         )
         client.client_id = int(new_id)
@@ -237,7 +231,7 @@ class RedisDatabase(ClientDatabase):
             self._update_script,
             str(client.client_id),
             key_digest(client.api_key),
-            self._record_json(client),
+            record_json(client),
             repr(client.last_seen),
         )
 

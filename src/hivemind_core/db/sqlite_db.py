@@ -36,6 +36,7 @@ from hivemind_core.db.model import (
     DuplicateClientError,
     key_digest,
     keys_equal,
+    record_json,
 )
 
 __all__ = ["SQLiteDatabase", "default_sqlite_path"]
@@ -154,13 +155,6 @@ class SQLiteDatabase(ClientDatabase):
         data["last_seen"] = last_seen
         return Client.from_dict(data)
 
-    @staticmethod
-    def _record_json(client: Client) -> str:
-        data = client.to_dict()
-        data.pop("client_id")
-        data.pop("last_seen")
-        return json.dumps(data, ensure_ascii=False, sort_keys=True)
-
     # ---- contract -----------------------------------------------------
     def _insert(self, client: Client, *, keep_id: bool) -> Client:
         digest = key_digest(client.api_key)
@@ -169,12 +163,12 @@ class SQLiteDatabase(ClientDatabase):
                 if keep_id:
                     conn.execute(
                         "INSERT INTO clients(client_id, key_digest, name, last_seen, record) VALUES (?,?,?,?,?)",
-                        (client.client_id, digest, client.name, client.last_seen, self._record_json(client)),
+                        (client.client_id, digest, client.name, client.last_seen, record_json(client)),
                     )
                 else:
                     cur = conn.execute(
                         "INSERT INTO clients(key_digest, name, last_seen, record) VALUES (?,?,?,?)",
-                        (digest, client.name, client.last_seen, self._record_json(client)),
+                        (digest, client.name, client.last_seen, record_json(client)),
                     )
                     client.client_id = int(cur.lastrowid or 0)
         except sqlite3.IntegrityError:
@@ -215,7 +209,7 @@ class SQLiteDatabase(ClientDatabase):
                         key_digest(client.api_key),
                         client.name,
                         client.last_seen,
-                        self._record_json(client),
+                        record_json(client),
                         client.client_id,
                     ),
                 )

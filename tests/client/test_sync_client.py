@@ -452,3 +452,21 @@ def test_connect_again_after_close(hub: FakeHub, make_client: MakeClient) -> Non
     reply = client.wait_for_response(utterance("second life"), reply_type="speak")
     assert reply is not None and reply.payload.data["utterance"] == "echo: second life"
     assert client.session_id == session and client.stats["connects"] == 2
+
+
+@pytest.mark.parametrize(
+    "frame",
+    ["not json at all", '{"ciphertext": "@@", "nonce": "zz"}', b"\x00\xff\x13garbage", "[1, 2, 3]"],
+)
+def test_malformed_frame_from_the_hub_drops_the_link_and_recovers(
+    hub: FakeHub, make_client: MakeClient, frame: str | bytes
+) -> None:
+    client = make_client(hub)
+    client.connect()
+    first_conn = client.protocol.conn
+    hub.send_raw_to_all(frame)
+    # the link that carried the bad frame is closed and replaced; the client keeps working
+    eventually(lambda: client.protocol.conn is not first_conn and client.connected, timeout=8)
+    assert client.fatal_error is None
+    reply = client.wait_for_response(utterance("still here"), reply_type="speak")
+    assert reply is not None and reply.payload.data["utterance"] == "echo: still here"

@@ -155,3 +155,31 @@ def test_ovos_agent_relays_and_reconnects_after_a_bus_restart() -> None:
         await bus2.stop()
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_ovos_agent_ignores_malformed_bus_messages() -> None:
+    async def scenario() -> None:
+        port = _free_port()
+        bus = FakeBus(port)
+        await bus.start()
+        agent = OVOSAgent(HubConfig(ovos_host="127.0.0.1", ovos_port=port, ovos_connect_timeout=2))
+        replies: list[dict[str, Any]] = []
+        await agent.start(replies.append)
+        for _ in range(50):
+            if bus.clients:
+                break
+            await asyncio.sleep(0.02)
+        for raw in ["not json ::", '["a::b"]', '{"type": "x", "context": "a::b"', b"\x00::\xff"]:
+            for c in list(bus.clients):
+                await c.send(raw)
+        await bus.emit({"type": "speak", "data": {}, "context": {"destination": "a::1::b::c"}})
+        for _ in range(100):
+            if replies:
+                break
+            await asyncio.sleep(0.02)
+        assert [r["type"] for r in replies] == ["speak"]  # the bad ones were skipped
+        assert agent.connected.is_set() and agent.reconnects == 0
+        await agent.stop()
+        await bus.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))

@@ -286,3 +286,40 @@ def test_listen_refuses_own_listener_as_upstream(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1
     assert "own listener" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("frame", ["garbage", b"\x00\xff\x01", '{"ciphertext": "!!", "nonce": "00"}'])
+def test_malformed_frame_from_the_master_relinks(frame: str | bytes) -> None:
+    async def main() -> None:
+        with tempfile.TemporaryDirectory(prefix="upstream-bad-") as tmp:
+            db_path = str(Path(tmp) / "clients.db")
+            mcfg = HubConfig(host="127.0.0.1", port=0, db_path=db_path)
+            mdb = open_database(mcfg, backend="sqlite", path=db_path)
+            mdb.add_client("relay", api_key="relay-key", password="relay-pw")
+            master = HubServer(mcfg, mdb, EmbeddedAgent(mcfg), private_key=MASTER_KEY)
+            await master.start()
+            try:
+                upstream = UpstreamConfig(
+                    host="127.0.0.1", port=master.port, key="relay-key", password="relay-pw"
+                )
+                async with hub(RELAY_KEY, 0, upstream) as (relay, rdb):
+                    rdb.add_client("sat", api_key="sat-key", password="sat-pw")
+                    link = relay.upstream
+                    assert link is not None
+                    await asyncio.wait_for(link.linked.wait(), 5)
+                    assert link.connects == 1
+                    (to_relay,) = [c for c in master.connections if c.peer]
+                    await to_relay.ws.send(frame)
+                    # the relay drops that link and links again; it never crashes
+                    await until(lambda: link.connects == 2 and link.linked.is_set(), timeout=10)
+                    assert relay.stats.get("errors", 0) == 0
+                    sat = await TestClient(relay.port, "sat-key", "sat-pw").connect()
+                    await sat.send(escalated_utterance("echo after the bad frame"))
+                    reply = await sat.next_bus(is_type("speak"))
+                    assert reply["data"]["utterance"] == "after the bad frame"
+                    await sat.close()
+            finally:
+                await master.stop()
+                mdb.close()
+
+    run(main())

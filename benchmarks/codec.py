@@ -175,6 +175,8 @@ def main() -> None:
         )
     print()
     print(f"Connection.receive_frame (JSON-B64, decrypt + parse + event): {mine['connection_receive']:,.0f} frames/s")
+    if ref is not None and None in ref["decode"].values():
+        print("n/a: the reference raises decoding its own frames in that encoding")
     if ref is None:
         print("(reference figures unavailable: build its venv with `python tests/refenv.py`)")
     print("targets: >= 5x the reference on every encoding; ceiling/enc <= 20")

@@ -85,6 +85,10 @@ TRANSPORT_TYPES = frozenset(
     }
 )
 _OVOS_TYPES = frozenset({HiveMessageType.BUS, HiveMessageType.SHARED_BUS})
+
+#: ``json.dumps(x, ensure_ascii=False)`` builds a new encoder on every call;
+#: one shared encoder writes the same text in about half the time.
+_dumps_unicode = json.JSONEncoder(ensure_ascii=False).encode
 _BY_VALUE: dict[str, HiveMessageType] = {m.value: m for m in HiveMessageType}
 
 
@@ -282,11 +286,11 @@ class HiveMessage:
     @property
     def as_json(self) -> str:
         """The JSON envelope as text (``ensure_ascii=False``, as the reference)."""
-        return json.dumps(self.as_dict, ensure_ascii=False)
+        return _dumps_unicode(self.as_dict)
 
     def serialize(self) -> str:
         """The protocol v0 JSON text of this message."""
-        return json.dumps(self.as_dict, ensure_ascii=False)
+        return _dumps_unicode(self.as_dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HiveMessage:

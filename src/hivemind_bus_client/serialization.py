@@ -36,6 +36,7 @@ from hivemind_bus_client.message import (
     HiveMessage,
     HiveMessageType,
     HiveMindBinaryPayloadType,
+    _dumps_unicode,
     ovos_to_dict,
 )
 
@@ -75,6 +76,9 @@ TYPE_OF_CODE: dict[int, HiveMessageType] = {v: k for k, v in CODE_OF_TYPE.items(
 JSON_ONLY_TYPES = frozenset({HiveMessageType.INTERCOM})
 
 _BINARY = HiveMessageType.BINARY
+# Most frames carry no metadata; its JSON and zlib forms are constants.
+_EMPTY_META = b"{}"
+_EMPTY_META_Z = zlib.compress(_EMPTY_META)
 DEFAULT_MAX_SIZE = 64 * 1024 * 1024
 
 
@@ -86,7 +90,7 @@ def _payload_bytes(msg: HiveMessage) -> bytes:
     mtype = msg.msg_type
     if mtype in _OVOS_TYPES:
         data = ovos_to_dict(p) if not isinstance(p, dict) else p
-        return json.dumps(data, ensure_ascii=False).encode("utf-8")
+        return _dumps_unicode(data).encode("utf-8")
     if mtype is HiveMessageType.QUERY:
         return json.dumps(p.as_dict if isinstance(p, HiveMessage) else p).encode("utf-8")
     if mtype in _NESTED:
@@ -155,7 +159,7 @@ def encode_frame(
     # Like the reference, a type without a code (INTERCOM) is written as
     # 3rdparty and so arrives as 3rdparty; connections keep INTERCOM in JSON.
     code = CODE_OF_TYPE.get(mtype, CODE_OF_TYPE[HiveMessageType.THIRDPRTY])
-    meta = json.dumps(msg.metadata or {}).encode("utf-8")
+    meta = json.dumps(msg.metadata).encode("utf-8") if msg.metadata else _EMPTY_META
     if mtype is _BINARY:
         bin_type = int(msg.bin_type)
         payload = msg._payload
@@ -168,13 +172,13 @@ def encode_frame(
             code,
             versioned,
             True,
-            zlib.compress(meta),
+            _EMPTY_META_Z if meta is _EMPTY_META else zlib.compress(meta),
             bin_type,
             payload if bin_type is not None else zlib.compress(payload),
         )
         return plain if len(plain) <= len(packed) else packed
     if compressed:
-        meta = zlib.compress(meta)
+        meta = _EMPTY_META_Z if meta is _EMPTY_META else zlib.compress(meta)
         if bin_type is None:
             payload = zlib.compress(payload)
     return _assemble(code, versioned, bool(compressed), meta, bin_type, payload)

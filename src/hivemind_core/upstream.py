@@ -28,7 +28,8 @@ the satellite that asked, this hub writes an opaque per-satellite token into
 the context of every ESCALATE(BUS) it forwards (``context["hive_return"]``,
 keyed by this hub's node id). A BUS message from the master that carries our
 token is sent down to that satellite (:meth:`UpstreamLink.relay_down`)
-instead of being injected into this hub's agent. Tokens, not peer strings,
+instead of being injected into this hub's agent, with the satellite's own
+session and peer in its context, as if this hub's agent had answered. Tokens, not peer strings,
 travel upwards, so the master learns nothing about this hub's satellites.
 
 Failure handling
@@ -78,6 +79,7 @@ from hivemind_bus_client.message import HiveMessage, HiveMessageType
 from hivemind_bus_client.reconnect import FATAL_CLOSE_CODES, backoff
 from hivemind_bus_client.router import Link, LinkKind, Permissions
 from hivemind_core.config import UpstreamConfig
+from hivemind_core.session import clone
 
 if TYPE_CHECKING:
     from hivemind_core.server import HubServer
@@ -349,7 +351,15 @@ class UpstreamLink:
             context[RETURN_KEY] = rest
         else:
             del context[RETURN_KEY]
+        # The master answered the relay's session; the satellite gets its own
+        # back, as if this hub's agent had answered (the master's view of the
+        # relay stays upstream).
         context["destination"] = peer
+        context["peer"] = peer
+        sink = server.sinks.get(peer)
+        session = getattr(sink, "session", None)
+        if session is not None:
+            context["session"] = clone(session.session)
         out = {"type": payload.get("type"), "data": payload.get("data") or {}, "context": context}
         server._count("upstream_answers_relayed")
         server.execute(server.router.send_to([peer], HiveMessage(T.BUS, out)))

@@ -161,8 +161,10 @@ def test_master_relay_satellite_over_real_processes(
         # (a) an escalated utterance is answered at the master and comes back down
         reply = escalate(sat, speaks, "echo hello from the satellite")
         assert reply.data["utterance"] == "hello from the satellite"
-        assert reply.context["peer"].startswith("HiveMind-relay-hub::")  # the master's view
+        # The satellite sees its own session and peer, not the relay's at the master.
+        assert reply.context["peer"] == sat.peer
         assert reply.context["destination"] == sat.peer
+        assert reply.context["session"]["session_id"] == sat.session_id
 
         # (b) a broadcast from an admin at the master reaches the satellite
         admin = client(master_port, "admin-key", "admin-pw")

@@ -201,8 +201,11 @@ def test_relay_escalate_answer_broadcast_and_reconnect() -> None:
                     reply = await sat.next_bus(is_type("speak"))
                     assert reply["data"]["utterance"] == "from below"
                     ctx = reply["context"]
-                    assert ctx["peer"].startswith("HiveMind-relay-hub::")  # stamped at the master
+                    # the satellite's own session and peer, not the relay's at the master
+                    assert ctx["peer"] == sat.peer
                     assert ctx["destination"] == sat.peer
+                    assert ctx["session"]["session_id"] == "s1"
+                    assert ctx["session"]["site_id"] == "kitchen"
                     assert RETURN_KEY not in ctx
                     assert relay.stats.get("upstream_answers_relayed") == 1
                     # a plain BUS is still answered by the relay's own agent

@@ -34,6 +34,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -45,6 +46,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hivemind_bus_client import crypto
 from hivemind_bus_client.exceptions import CryptoError, DecryptionKeyError, HiveMindError
 from hivemind_bus_client.message import HiveMessage, HiveMessageType
+
+LOG = logging.getLogger(__name__)
 
 __all__ = [
     "IntercomResult",
@@ -92,7 +95,7 @@ class TrustStore:
         keys: ``alias -> PEM`` (a ``NodeIdentity.trusted_keys`` dict) or an
             iterable of PEM strings (aliases are then their index).
 
-    Unparseable PEMs are ignored: a broken entry must not stop the node.
+    Unparseable PEMs are logged and ignored: a broken entry must not stop the node.
     """
 
     def __init__(self, keys: Mapping[str, str] | Iterable[str] = ()) -> None:
@@ -109,6 +112,7 @@ class TrustStore:
         try:
             self._keys[alias] = crypto.load_public_key(pem)
         except CryptoError:
+            LOG.warning("trusted key %r is not a usable RSA public key; ignored", alias)
             return False
         self._pems.add(_norm_pem(pem))
         return True

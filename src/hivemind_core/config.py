@@ -145,6 +145,12 @@ class HubConfig:
     flood_cache_size: int = 4096
     #: Seconds a hub waits for its local agent before forwarding a QUERY upstream.
     query_timeout: float = 8.0
+    #: ``alias -> PEM`` public keys of nodes whose PROPAGATE(BUS) this hub
+    #: injects and whose INTERCOM it opens (seed doc 001, "Trusted Keys"); the
+    #: hub also trusts the keys of its identity file (``NodeIdentity.trusted_keys``).
+    trusted_keys: dict[str, str] = field(default_factory=dict)
+    #: Also trust the keys of the identity file (off: only ``trusted_keys``).
+    identity_trust: bool = True
 
     #: The master hub this hub joins (nested hives).
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)

@@ -87,6 +87,7 @@ __all__ = [
     "CLOSE_OVERFLOW",
     "HubServer",
     "MessageSink",
+    "hub_trusted_keys",
     "parse_authorization",
     "send_nowait",
 ]
@@ -133,6 +134,25 @@ def send_nowait(ws: Any, frame: str | bytes) -> bool:
         protocol.send_binary(frame)
     ws.send_data()
     return True
+
+
+def hub_trusted_keys(config: HubConfig) -> dict[str, str]:
+    """The keys a hub trusts: its identity file's ``trusted_keys``, then ``config.trusted_keys``.
+
+    An unreadable identity file is logged by :class:`NodeIdentity` and trusts nothing.
+    """
+    keys: dict[str, str] = {}
+    if config.identity_trust:
+        from hivemind_bus_client.identity import NodeIdentity
+
+        keys.update(NodeIdentity().trusted_keys)
+    extra = config.trusted_keys or {}
+    if isinstance(extra, (list, tuple)):  # a bare list of PEMs in server.json
+        extra = {f"key-{i}": pem for i, pem in enumerate(extra)}
+    keys.update(extra)
+    if keys:
+        LOG.info("trusting %d key(s) for PROPAGATE(BUS) and INTERCOM: %s", len(keys), ", ".join(keys))
+    return keys
 
 
 def parse_authorization(path: str) -> tuple[str, str] | None:
@@ -298,6 +318,8 @@ class HubServer:
             hop_limit=config.hop_limit,
             flood_cache_size=config.flood_cache_size,
             max_violations=config.max_violations,
+            private_key=self.private_key,
+            trusted_keys=hub_trusted_keys(config),
         )
         self.throttle = AuthThrottle(config.failed_auth_budget, config.auth_window)
         self.peers = PeerRegistry()

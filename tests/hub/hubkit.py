@@ -83,6 +83,7 @@ async def running_hub(
     """A hub on 127.0.0.1:<free port> with a throwaway database."""
     with tempfile.TemporaryDirectory(prefix="hub-test-") as tmp:
         cfg = HubConfig(host="127.0.0.1", port=0, db_path=str(Path(tmp) / "clients.db"))
+        cfg.identity_trust = False  # never the developer's own identity file
         for k, v in overrides.items():
             setattr(cfg, k, v)
         db = open_database(cfg, backend="sqlite", path=cfg.db_path)

@@ -183,3 +183,97 @@ def test_ovos_agent_ignores_malformed_bus_messages() -> None:
         await bus.stop()
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+# -- QUERY / CASCADE through the OVOS bus ------------------------------------------------
+
+
+async def _ask_agent(bus: FakeBus, **cfg: Any) -> tuple[OVOSAgent, list[dict[str, Any]]]:
+    agent = OVOSAgent(
+        HubConfig(ovos_host="127.0.0.1", ovos_port=bus.port, ovos_connect_timeout=2, **cfg)
+    )
+    replies: list[dict[str, Any]] = []
+    await agent.start(replies.append)
+    return agent, replies
+
+
+async def _asked(bus: FakeBus) -> dict[str, Any]:
+    for _ in range(100):
+        for m in bus.seen:
+            if m["type"] == "recognizer_loop:utterance":
+                return m
+        await asyncio.sleep(0.02)
+    raise AssertionError("the request never reached the bus")
+
+
+def _utterance(text: str) -> dict[str, Any]:
+    return {
+        "type": "recognizer_loop:utterance",
+        "data": {"utterances": [text]},
+        "context": {"source": "a::1::b::c", "destination": "skills"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("bus_replies", "expected"),
+    [
+        # progress messages are skipped; the first speak answers
+        (["mycroft.skill.handler.start", "speak", "speak"], "speak"),
+        # the pipeline gave up before any speak: decline
+        (["complete_intent_failure", "speak"], None),
+        (["ovos.utterance.handled"], None),
+    ],
+)
+def test_ovos_agent_answers_a_query_from_the_bus(bus_replies: list[str], expected: Any) -> None:
+    async def scenario() -> None:
+        bus = FakeBus(_free_port())
+        await bus.start()
+        agent, replies = await _ask_agent(bus)
+        answers: list[Any] = []
+        agent.ask(_utterance("what time is it"), answers.append)
+        request = await _asked(bus)
+        address = request["context"]["source"]
+        assert address.startswith("hive.query::")
+        assert request["context"]["destination"] == "skills"
+        for n, mtype in enumerate(bus_replies):
+            await bus.emit(
+                {"type": mtype, "data": {"n": n}, "context": {"source": "skills", "destination": address}}
+            )
+        for _ in range(100):
+            if answers:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)  # later replies must not answer twice
+        assert len(answers) == 1
+        if expected is None:
+            assert answers == [None]
+        else:
+            assert answers[0]["type"] == expected and answers[0]["data"] == {"n": bus_replies.index(expected)}
+        assert replies == []  # nothing addressed to a query reaches the hub's reply path
+        await agent.stop()
+        await bus.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_ovos_agent_declines_a_query_nobody_answers_and_without_a_bus() -> None:
+    async def scenario() -> None:
+        bus = FakeBus(_free_port())
+        await bus.start()
+        agent, _ = await _ask_agent(bus, query_timeout=0.2)
+        answers: list[Any] = []
+        agent.ask(_utterance("anyone?"), answers.append)
+        await _asked(bus)
+        await asyncio.sleep(0.5)
+        assert answers == [None]
+        # bus gone: decline at once instead of waiting out the timeout
+        await bus.stop()
+        for _ in range(100):
+            if not agent.connected.is_set():
+                break
+            await asyncio.sleep(0.02)
+        agent.ask(_utterance("still there?"), answers.append)
+        assert answers == [None, None]
+        await agent.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))

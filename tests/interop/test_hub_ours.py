@@ -3,7 +3,8 @@
 Every cipher x encoding the stock client can read, with and without binarize;
 the RSA path; unknown key, wrong password and denied message type; and with a
 real ovos-messagebus + echo responder behind our OVOS agent, two satellites
-whose answers each reach only their originator, with the right session.
+whose answers each reach only their originator, with the right session; and
+our own client's QUERY and CASCADE answered by the skills on that bus.
 """
 
 from __future__ import annotations
@@ -236,4 +237,39 @@ def test_ovos_bus_two_satellites_answers_go_to_their_originator(
                 assert msg["context"]["source"] == peer
                 assert msg["context"]["peer"] == peer
                 assert msg["context"]["session"]["site_id"] == site
+        assert hub.server.stats.get("errors", 0) == 0
+
+
+def test_query_and_cascade_answered_through_the_ovos_bus(ovos_bus: harness.OvosBus) -> None:
+    from ovos_bus_client.message import Message
+
+    from hivemind_bus_client.client import HiveMessageBusClient
+
+    with our_hub(
+        agent=OVOSAgent, ovos_host=ovos_bus.host, ovos_port=ovos_bus.port,
+        ovos_route=ovos_bus.route,
+    ) as hub:
+        row = hub.db.add_client("asker", password="pq")
+        client = HiveMessageBusClient(
+            key=row.api_key, password=row.password, host="127.0.0.1", port=hub.port,
+            useragent="query-test", identity=None,
+        )
+        client.connect()
+        try:
+            ask = Message("recognizer_loop:utterance", {"utterances": ["the query"]})
+            answer = client.query(ask, timeout=15)
+            assert answer is not None
+            assert answer.payload.payload.msg_type == "speak"
+            assert answer.payload.payload.data["utterance"] == "echo: the query"
+            result = client.cascade(
+                Message("recognizer_loop:utterance", {"utterances": ["the cascade"]}),
+                timeout=10, expected=1,
+            )
+            texts = [r.payload.payload.data["utterance"] for r in result.responses]
+            assert texts == ["echo: the cascade"], texts
+        finally:
+            client.close()
+        # the request reached the skills with the agent's one-off return address
+        asked = [m for m in ovos_bus.seen() if m["data"].get("utterances") == ["the query"]]
+        assert asked and asked[0]["context"]["source"].startswith("hive.query::")
         assert hub.server.stats.get("errors", 0) == 0

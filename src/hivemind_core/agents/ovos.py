@@ -5,6 +5,15 @@ that names a live satellite peer in ``context.destination`` (OVOS' ``reply``
 swaps source and destination, so answers to injected messages do) is handed
 to the hub, which sends it to that satellite only.
 
+QUERY and CASCADE requests (:meth:`OVOSAgent.ask`) are written to the bus
+with ``context.source`` set to a one-off ``hive.query::<id>`` address, so the
+skills' replies (OVOS ``reply`` makes the request's source their destination)
+come back to the agent, not to a satellite. For an utterance the answer is
+the first ``speak``; an ``ovos.utterance.handled`` or
+``complete_intent_failure`` before any ``speak`` declines (the hub then asks
+upstream). For any other message type the first reply is the answer. Without
+a bus, or when nothing answers within ``query_timeout``, the agent declines.
+
 The first connection must succeed within ``ovos_connect_timeout`` seconds or
 :meth:`OVOSAgent.start` raises :class:`~hivemind_core.agents.base.AgentError`
 saying which address failed (the reference blocks forever). Afterwards a lost
@@ -18,18 +27,24 @@ import asyncio
 import contextlib
 import json
 import logging
+import uuid
 from collections import deque
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from hivemind_core.agents.base import Agent, AgentError, ReplyCallback
+from hivemind_core.agents.base import Agent, AgentError, AnswerCallback, ReplyCallback
 from hivemind_core.config import HubConfig
 
 __all__ = ["OVOSAgent"]
 
 LOG = logging.getLogger(__name__)
+
+#: Address prefix of the agent's own QUERY/CASCADE requests on the bus.
+ASK_PREFIX = "hive.query::"
+#: Bus messages that end an utterance without an answer.
+_UNANSWERED = frozenset({"ovos.utterance.handled", "complete_intent_failure"})
 
 #: Delays between reconnection attempts, seconds (the last one repeats).
 RECONNECT_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
@@ -58,6 +73,8 @@ class OVOSAgent(Agent):
         self._stopping = False
         #: Times the bus connection was re-established after a loss.
         self.reconnects = 0
+        #: QUERY/CASCADE requests waiting for their answer: address -> (wanted, callback).
+        self._asks: dict[str, tuple[str | None, AnswerCallback]] = {}
         self.connected = asyncio.Event()
 
     async def _open(self, timeout: float) -> ClientConnection:
@@ -136,7 +153,15 @@ class OVOSAgent(Agent):
             except ValueError:
                 continue
             if isinstance(msg, dict):
-                reply(msg)
+                context = msg.get("context")
+                if not isinstance(context, dict):
+                    reply(msg)
+                    continue
+                dest = context.get("destination")
+                if isinstance(dest, str) and dest.startswith(ASK_PREFIX):
+                    self._answered(dest, msg)
+                elif not str(context.get("source")).startswith(ASK_PREFIX):
+                    reply(msg)  # (our own requests, echoed by the bus, are nobody's)
 
     async def _reconnect(self) -> ClientConnection | None:
         attempt = 0
@@ -160,6 +185,44 @@ class OVOSAgent(Agent):
             self._backlog.append(text)
             return
         self._write(ws, text)
+
+    def ask(self, message: dict[str, Any], answer: AnswerCallback) -> None:
+        """Put a QUERY/CASCADE request on the bus and answer with the skills' reply.
+
+        Declines at once when the bus is away (the hub then forwards the
+        request instead of waiting), and after ``query_timeout`` seconds
+        without an answer.
+        """
+        ws = self._ws
+        if ws is None:
+            answer(None)
+            return
+        address = f"{ASK_PREFIX}{uuid.uuid4().hex}"
+        context = message.get("context")
+        context = dict(context) if isinstance(context, dict) else {}
+        context["source"] = address
+        context.setdefault("destination", "skills")
+        mtype = message.get("type")
+        wanted = "speak" if mtype == "recognizer_loop:utterance" else None
+        self._asks[address] = (wanted, answer)
+        asyncio.get_running_loop().call_later(
+            self.config.query_timeout, self._answered, address, None
+        )
+        self._write(ws, json.dumps({**message, "context": context}, ensure_ascii=False))
+
+    def _answered(self, address: str, msg: dict[str, Any] | None) -> None:
+        """A bus message addressed to one of our requests (None: its time is up)."""
+        pending = self._asks.get(address)
+        if pending is None:
+            return
+        wanted, answer = pending
+        mtype = msg.get("type") if msg is not None else None
+        if msg is not None and wanted is not None and mtype != wanted:
+            if mtype not in _UNANSWERED:
+                return  # progress messages (handler start, ...): keep waiting
+            msg = None
+        del self._asks[address]
+        answer(msg)
 
     def client_connected(self, peer: str, session_id: str) -> None:
         """Tell the bus (``hive.client.connect``, without the access key the reference leaks)."""

@@ -76,7 +76,10 @@ implements few of them):
   every node asks its agent; every answer travels back along the bindings.
 * PING travels inside PROPAGATE. Every node that sees a PING flood the first
   time answers a PONG carrying the route the PING travelled; PONGs go back
-  along the flood's spanning tree (``flood_id -> link it came from``).
+  along the flood's spanning tree (``flood_id -> link it came from``). Since
+  one PING makes every node answer, a satellite link may start at most
+  ``ping_rate`` PING floods a second (after a burst of ``ping_burst``); more
+  are dropped and counted (``ping_rate_limited``).
 * INTERCOM (see :mod:`hivemind_bus_client.intercom`) rides inside a transport.
   Each node it reaches tries to open it with its own key; the recipient
   delivers the inner message (ESCALATE stops there), the others pass it on
@@ -198,6 +201,9 @@ class Link:
     node_id: str | None = None
     #: The operator trusts this link: inner BUS of its PROPAGATEs is injected.
     trusted: bool = False
+    #: PING token bucket (see ``Router.ping_rate``): tokens left, and when counted.
+    ping_tokens: float | None = None
+    ping_stamp: float = 0.0
 
     @property
     def ident(self) -> str:
@@ -360,6 +366,9 @@ class Router:
         ping_cache_size: PING floods whose PONG route back is remembered.
         require_trusted_propagate: inject the inner BUS of a PROPAGATE only
             from trusted links (seed doc 001); False injects every one.
+        ping_rate: PING floods per second a satellite link may start (each
+            one makes every node of the hive answer, so an unbounded rate is
+            an amplifier); ``ping_burst`` more are allowed at once. 0 = no limit.
     """
 
     def __init__(
@@ -378,6 +387,8 @@ class Router:
         max_pending: int = 1024,
         ping_cache_size: int = 4096,
         require_trusted_propagate: bool = True,
+        ping_rate: float = 1.0,
+        ping_burst: int = 5,
     ) -> None:
         self.node_id = node_id
         self.site_id = site_id
@@ -397,6 +408,8 @@ class Router:
         self.max_pending = max_pending
         self.ping_cache_size = ping_cache_size
         self.require_trusted_propagate = require_trusted_propagate
+        self.ping_rate = ping_rate
+        self.ping_burst = ping_burst
         self._queries: dict[str, _Pending] = {}
         self._cascades: dict[str, _Pending] = {}
         self._timers: list[tuple[float, int, str, str, str]] = []
@@ -579,12 +592,29 @@ class Router:
         inner = msg.payload
         if isinstance(inner, HiveMessage):
             if inner.msg_type is T.PING:
+                if not self._ping_allowed(link):
+                    return [self._drop("PING rate limit", link, "ping_rate_limited")]
                 actions.extend(self._answer_ping(link, flood, inner, travelled))
             else:
                 actions.extend(self._local(inner, link, T.PROPAGATE))
         for lk in targets:
             actions.extend(self._outbound(lk, msg))
         return actions
+
+    def _ping_allowed(self, link: Link) -> bool:
+        """Take a token from a satellite link's PING bucket; False when it is empty."""
+        if link.kind is not LinkKind.SATELLITE or self.ping_rate <= 0:
+            return True
+        now = self._now
+        burst = float(max(1, self.ping_burst))
+        tokens = burst if link.ping_tokens is None else link.ping_tokens
+        tokens = min(burst, tokens + (now - link.ping_stamp) * self.ping_rate)
+        link.ping_stamp = now
+        if tokens < 1.0:
+            link.ping_tokens = tokens
+            return False
+        link.ping_tokens = tokens - 1.0
+        return True
 
     def _flood_targets(self, link: Link | None, msg: HiveMessage) -> list[Link]:
         visited = _visited(msg)

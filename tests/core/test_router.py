@@ -153,3 +153,36 @@ def test_cascade_binding_routes_many_answers_back() -> None:
     r.handle_timer(10_000.0)
     late = HiveMessage(T.CASCADE, bus(), metadata={"query_id": "c", "is_response": True})
     assert isinstance(r.handle("b", late, now=10_001.0)[0], Drop)
+
+
+def _ping(n: int) -> HiveMessage:
+    return HiveMessage(
+        T.PROPAGATE, HiveMessage(T.PING, {"ping_id": f"p{n}"}), metadata={"flood_id": f"f{n}"}
+    )
+
+
+def _pongs(actions: list) -> int:
+    return sum(1 for a in actions if isinstance(a, Send) and a.message.msg_type is T.PONG)
+
+
+def test_ping_floods_from_a_satellite_are_rate_limited() -> None:
+    r = Router("hub", ping_rate=2.0, ping_burst=3)
+    r.add_link(Link("sat"))
+    r.add_link(Link("other"))
+    r.add_link(Link("master", LinkKind.UPSTREAM))
+    # a burst of 3 is answered, the 4th at the same instant is dropped and not flooded
+    answered = [_pongs(r.handle("sat", _ping(n), now=10.0)) for n in range(3)]
+    assert answered == [1, 1, 1]
+    (drop,) = r.handle("sat", _ping(3), now=10.0)
+    assert isinstance(drop, Drop) and r.counters["ping_rate_limited"] == 1
+    # tokens come back at ping_rate per second
+    assert _pongs(r.handle("sat", _ping(4), now=10.5)) == 1
+    assert isinstance(r.handle("sat", _ping(5), now=10.5)[0], Drop)
+    # the bucket is per link, and floods from the master are not limited
+    assert _pongs(r.handle("other", _ping(6), now=10.5)) == 1
+    for n in range(7, 17):
+        assert _pongs(r.handle("master", _ping(n), now=10.5)) == 1
+    # 0 turns the limit off
+    unlimited = Router("hub2", ping_rate=0)
+    unlimited.add_link(Link("sat"))
+    assert all(_pongs(unlimited.handle("sat", _ping(n))) == 1 for n in range(20))

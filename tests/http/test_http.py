@@ -15,12 +15,8 @@ import asyncio
 import base64
 import http.client
 import json
-import os
 import socket
-import subprocess
-import sys
 import tempfile
-import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -47,7 +43,6 @@ from hivemind_core.http_listener import HTTPListener, start_http_listener
 from hivemind_core.server import HubServer
 
 HUB_KEY = crypto.create_private_key()
-SEED_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "seed-docs"
 
 
 class HubThread:
@@ -414,47 +409,6 @@ def test_reconnect_replaces_the_link_of_a_key(hub: HubThread) -> None:
     assert raw(hub.port, "POST", "/disconnect" + q) == (200, {"status": "Disconnected"})
     assert raw(hub.port, "POST", "/disconnect" + q)[0] == 409
     assert hub.links() == 0
-
-
-# -- the seed sample, unchanged, in a subprocess ------------------------------------------
-
-
-def _seed_sample() -> str:
-    lines = next(SEED_DIR.glob("000_*.txt")).read_text(encoding="utf-8").splitlines()
-    start = lines.index("from hivemind_bus_client.http_client import HiveMindHTTPClient")
-    end = next(i for i in range(start, len(lines)) if lines[i].startswith("client.connect()"))
-    return "\n".join(lines[start : end + 1]) + "\n"
-
-
-@pytest.mark.skipif(not SEED_DIR.is_dir(), reason="seed docs are not beside the repo")
-def test_seed_doc_http_client_sample(hub: HubThread, tmp_path: Path) -> None:
-    row = hub.add_client("seed", password="seed-password")
-    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "config"), PYTHONUNBUFFERED="1")
-    subprocess.run(
-        [str(Path(sys.executable).with_name("hivemind-client")), "set-identity", "--key", row.api_key,
-         "--password", "seed-password", "--host", "192.168.1.10", "--port", "5678",
-         "--siteid", "living-room"],
-        env=env, check=True, capture_output=True, text=True, timeout=60,
-    )
-    sample = _seed_sample()
-    assert 'HiveMindHTTPClient(host="http://192.168.1.10", port=5679)' in sample
-    patched = sample.replace("192.168.1.10", "127.0.0.1").replace("5679", str(hub.port))
-    epilogue = textwrap.dedent(
-        """
-        from ovos_bus_client.message import Message
-        answer = client.wait_for_response(
-            Message("recognizer_loop:utterance", {"utterances": ["echo from the seed"]}),
-            reply_type="speak", timeout=10)
-        print("SPOKE:", answer.payload.data["utterance"], "SITE:", client.site_id)
-        client.close()
-        """
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", patched + epilogue],
-        env=env, capture_output=True, text=True, timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "SPOKE: from the seed SITE: living-room" in proc.stdout
 
 
 def test_client_reconnects_after_a_retryable_hub_close(hub: HubThread) -> None:

@@ -67,12 +67,18 @@ class Hub:
     port: int
     env: dict[str, str]
     root: Path
+    http_port: int = 0
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _bin(name: str) -> str:
@@ -91,6 +97,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         PYTHONUNBUFFERED="1",
     )
     port = _free_port()
+    http_port = _free_port()
     run = dict(env=env, check=True, capture_output=True, text=True, timeout=60)
     subprocess.run(
         [_bin("hivemind-core"), "add-client", "--access-key", KEY, "--password", PASSWORD, "--admin", "true"],
@@ -104,19 +111,19 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     )
     log = open(root / "hub.log", "w")
     proc = subprocess.Popen(
-        [_bin("hivemind-core"), "listen", "--host", "127.0.0.1", "--port", str(port)],
+        [_bin("hivemind-core"), "listen", "--host", "127.0.0.1", "--port", str(port),
+         "--http-port", str(http_port)],
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 20
         while True:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
+            if all(_listening(p) for p in (port, http_port)):
+                break
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("hub did not start:\n" + (root / "hub.log").read_text())
             time.sleep(0.05)
-        yield Hub(port, env, root)
+        yield Hub(port, env, root, http_port)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -194,6 +201,24 @@ def test_basic_connection_with_explicit_parameters(hub: Hub) -> None:
     code = "from hivemind_bus_client.client import HiveMessageBusClient\n" + patch(sample, hub)
     out = run_script(hub, code + "print('SITE', client.site_id)\nclient.close()\n")
     assert "SITE" in out.stdout
+
+
+def test_http_client_sample(hub: Hub) -> None:
+    sample = extract("000", "from hivemind_bus_client.http_client import HiveMindHTTPClient", "client.connect()")
+    assert 'HiveMindHTTPClient(host="http://192.168.1.10", port=5679)' in sample
+    code = sample.replace("192.168.1.10", "127.0.0.1").replace("5679", str(hub.http_port))
+    epilogue = textwrap.dedent(
+        """
+        from ovos_bus_client.message import Message
+        answer = client.wait_for_response(
+            Message("recognizer_loop:utterance", {"utterances": ["echo over http"]}),
+            reply_type="speak", timeout=10)
+        print("SPOKE:", answer.payload.data["utterance"], "SITE:", client.site_id)
+        client.close()
+        """
+    )
+    out = run_script(hub, code + epilogue)
+    assert "SPOKE: over http SITE: living-room" in out.stdout
 
 
 def test_sending_utterances_and_handling_responses(hub: Hub) -> None:

@@ -22,13 +22,20 @@ Fan-out rules (what differs from the reference is marked *ours*):
 * binary handlers (``on_bin``) get ``(data, context)`` for BINARY messages,
   ``context`` being the metadata plus ``bin_type``;
 * ``on("message", fn)`` gets the JSON text of every non-binary message, as in
-  the reference.
+  the reference;
+* *ours*: a PONG that arrives while nobody listens for PONGs is kept for
+  :data:`UNHEARD_PONG_WINDOW` seconds and handed to the first PONG handler
+  registered in that time. A PONG only ever answers a PING this client sent,
+  and code that emits its PING before registering the handler (as the seed
+  docs' topology sample does) would otherwise miss the fastest answers.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -41,7 +48,7 @@ from hivemind_bus_client.message import (
     HiveMindBinaryPayloadType,
 )
 
-__all__ = ["Callback", "HandlerRegistry", "Waiter", "payload_type_of"]
+__all__ = ["UNHEARD_PONG_WINDOW", "Callback", "HandlerRegistry", "Waiter", "payload_type_of"]
 
 LOG = logging.getLogger(__name__)
 
@@ -51,6 +58,9 @@ Call = tuple[Callback, tuple[Any, ...]]
 _HIVE_VALUES = frozenset(m.value for m in HiveMessageType)
 _DISCOVERY = frozenset({HiveMessageType.PING, HiveMessageType.PONG})
 _RAW_EVENT = "message"
+_PONG = HiveMessageType.PONG
+#: Seconds an unheard PONG waits for a late PONG handler (see the module docstring).
+UNHEARD_PONG_WINDOW = 2.0
 _MAX_NESTING = 8
 
 
@@ -122,6 +132,7 @@ class HandlerRegistry:
         self._bin: dict[int | None, tuple[Callback, ...]] = {}
         self._raw: tuple[Callback, ...] = ()
         self._waiters: tuple[Waiter, ...] = ()
+        self._unheard: deque[tuple[float, HiveMessage]] = deque(maxlen=64)
 
     # -- registration --------------------------------------------------------------
 
@@ -141,19 +152,29 @@ class HandlerRegistry:
             table.pop(key, None)
         return True
 
-    def on(self, event: HiveMessageType | str, fn: Callback) -> None:
+    def on(self, event: HiveMessageType | str, fn: Callback) -> list[Call]:
         """A HiveMessageType (or its wire string) -> hive handler; ``"message"`` -> raw
-        JSON handler; any other string -> OVOS message handler."""
+        JSON handler; any other string -> OVOS message handler.
+
+        Returns the calls the client still owes the new handler: the unheard
+        PONGs of the last :data:`UNHEARD_PONG_WINDOW` seconds, for a PONG handler.
+        """
         if not callable(fn):
             raise TypeError("handler must be callable")
         htype = hive_type(event)
+        late: list[Call] = []
         with self._lock:
+            if htype is _PONG and self._unheard:
+                now = time.monotonic()
+                late = [(fn, (m,)) for t, m in self._unheard if now - t <= UNHEARD_PONG_WINDOW]
+                self._unheard.clear()
             if htype is not None:
                 self._add(self._hive, htype, fn)
             elif event == _RAW_EVENT:
                 self._raw = (*self._raw, fn)
             else:
                 self._add(self._ovos, str(event), fn)
+        return late
 
     def on_mycroft(self, msg_type: str, fn: Callback) -> None:
         """OVOS handler for BUS payloads of ``msg_type`` (even one named like a hive type)."""
@@ -265,6 +286,7 @@ class HandlerRegistry:
 
     def _hive_deliver(self, msg: HiveMessage, calls: list[Call]) -> None:
         waiters = self._waiters
+        heard = False
         if waiters:
             hit = [w for w in waiters if w.matches(msg)]
             if hit:
@@ -275,7 +297,12 @@ class HandlerRegistry:
                         w.resolve(msg)
                     except Exception:  # a waiter that already gave up
                         LOG.debug("waiter resolve failed", exc_info=True)
-        calls.extend((fn, (msg,)) for fn in self._hive.get(msg.msg_type, ()))
+                heard = True
+        handlers = self._hive.get(msg.msg_type, ())
+        calls.extend((fn, (msg,)) for fn in handlers)
+        if msg.msg_type is _PONG and not handlers and not heard:
+            with self._lock:
+                self._unheard.append((time.monotonic(), msg))
 
     def _nested(self, outer: HiveMessage, msg: HiveMessage, calls: list[Call], depth: int) -> None:
         if msg.msg_type not in TRANSPORT_TYPES or depth >= _MAX_NESTING:

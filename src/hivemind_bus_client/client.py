@@ -230,9 +230,13 @@ class ClientCore:
         ``event`` is a :class:`HiveMessageType` (or its wire string: ``"bus"``,
         ``"pong"``...): ``func(HiveMessage)``; ``"message"``: ``func(json_text)``;
         anything else is an OVOS message type: ``func(Message)`` for each BUS
-        message of that type (as :meth:`on_mycroft`).
+        message of that type (as :meth:`on_mycroft`). A PONG handler also gets the
+        PONGs that arrived unheard in the last two seconds (answers to a PING
+        emitted just before the handler was registered).
         """
-        self._registry.on(event, func)
+        late = self._registry.on(event, func)
+        if late:
+            self._dispatch(late)
 
     def on_mycroft(self, msg_type: str, func: Callable[[Message], Any]) -> None:
         """Call ``func(Message)`` for every BUS message of OVOS type ``msg_type``."""

@@ -470,3 +470,40 @@ def test_malformed_frame_from_the_hub_drops_the_link_and_recovers(
     assert client.fatal_error is None
     reply = client.wait_for_response(utterance("still here"), reply_type="speak")
     assert reply is not None and reply.payload.data["utterance"] == "echo: still here"
+
+
+def test_a_pong_handler_registered_just_after_gets_the_pong_that_came_first(
+    hub: FakeHub, make_client: MakeClient
+) -> None:
+    client = make_client(hub)
+    client.connect()
+    pong = HiveMessage(T.PONG, {"flood_id": "f-1", "peer": "far-node", "hops": 2})
+    hub.send_to_all(pong)
+    eventually(lambda: client.stats["messages_in"] >= 1 and client._registry._unheard)
+    got: list[HiveMessage] = []
+    client.on(T.PONG, got.append)
+    eventually(lambda: got)
+    assert [p.payload["peer"] for p in got] == ["far-node"]
+    # handed over once: a second handler does not get it again, later PONGs go live
+    again: list[HiveMessage] = []
+    client.on(T.PONG, again.append)
+    hub.send_to_all(HiveMessage(T.PONG, {"flood_id": "f-2", "peer": "near-node", "hops": 1}))
+    eventually(lambda: len(again) == 1 and len(got) == 2)
+    assert again[0].payload["peer"] == "near-node"
+
+
+def test_an_unheard_pong_expires(
+    hub: FakeHub, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hivemind_bus_client import _handlers
+
+    monkeypatch.setattr(_handlers, "UNHEARD_PONG_WINDOW", 0.05)
+    client = make_client(hub)
+    client.connect()
+    hub.send_to_all(HiveMessage(T.PONG, {"flood_id": "f-3", "peer": "old-node", "hops": 1}))
+    eventually(lambda: client._registry._unheard)
+    time.sleep(0.1)
+    got: list[HiveMessage] = []
+    client.on(T.PONG, got.append)
+    time.sleep(0.2)
+    assert got == []

@@ -285,17 +285,11 @@ def test_topology_ping_pong(hub: Hub) -> None:
         + "client.close()\n"
     )
     # The sample registers its PONG handler after it emits the PING; on loopback the
-    # hub's PONG can arrive first and go unheard (about one run in six here, more
-    # under load), so the sample gets up to ten runs; a PONG is never heard at all
-    # only if the hub does not answer.
-    for _ in range(10):
-        proc = subprocess.run(
-            [sys.executable, "-c", code], env=hub.env, capture_output=True, text=True, timeout=60
-        )
-        if proc.returncode != 3:  # 3 = no PONG heard in time
-            break
-    assert proc.returncode == 0, f"sample failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-    assert "PONG from" in proc.stdout and "hops" in proc.stdout
+    # hub's PONG often arrives first. The client keeps such unheard PONGs for the
+    # handler registered just after, so every run must hear it: run it several times.
+    for _ in range(5):
+        proc = run_script(hub, code)
+        assert "PONG from" in proc.stdout and "hops" in proc.stdout
 
 
 # -- 001: package page ---------------------------------------------------------

@@ -286,6 +286,39 @@ new_bytes(size_t n, unsigned char **out)
     do { if (nogil_ts_ != NULL) PyEval_RestoreThread(nogil_ts_); } while (0)
 
 /* ------------------------------------------------------------------------ */
+/* Encoders whose output length follows from the input length alone          */
+
+typedef void (*enc_core_t)(const unsigned char *in, size_t n, unsigned char *out);
+
+/* outlen(n) returns the text length for n input bytes, or SIZE_MAX when it
+ * would not fit a Python str. */
+static PyObject *
+encode_fixed(PyObject *arg, size_t (*outlen)(size_t), enc_core_t core)
+{
+    bin_t b;
+    unsigned char *out;
+    size_t len;
+    PyObject *res;
+
+    if (bin_acquire(arg, &b) < 0) {
+        return NULL;
+    }
+    len = outlen(b.len);
+    if (len == SIZE_MAX) {
+        bin_release(&b);
+        return PyErr_NoMemory();
+    }
+    res = new_ascii(len, &out);
+    if (res != NULL) {
+        NOGIL_BEGIN(b.len);
+        core(b.data, b.len, out);
+        NOGIL_END();
+    }
+    bin_release(&b);
+    return res;
+}
+
+/* ------------------------------------------------------------------------ */
 /* basE91                                                                    */
 
 static size_t
@@ -448,6 +481,26 @@ done:
 #define Z85_BAD_CHAR (-1)
 #define Z85_OVERFLOW (-2)
 
+/* Five digits -> their 32-bit word. Z85P writes the most significant digit
+ * first, Z85B the least significant. Returns 0 or a Z85_* error. */
+static inline int
+z85_group(const unsigned char *s, int msb_first, uint32_t *word)
+{
+    uint32_t d[5];
+    for (int i = 0; i < 5; i++) {
+        d[i] = Z85_DEC[s[msb_first ? i : 4 - i]];
+    }
+    if ((d[0] | d[1] | d[2] | d[3] | d[4]) & 0x80) {
+        return Z85_BAD_CHAR;
+    }
+    uint64_t w = (((((uint64_t)d[0] * 85 + d[1]) * 85 + d[2]) * 85 + d[3]) * 85) + d[4];
+    if (w > Z85_MAX_WORD) {
+        return Z85_OVERFLOW;
+    }
+    *word = (uint32_t)w;
+    return 0;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Z85B                                                                      */
 
@@ -479,30 +532,19 @@ z85b_enc_core(const unsigned char *in, size_t n, unsigned char *out)
 PyDoc_STRVAR(z85b_encode_doc,
 "z85b_encode(data, /)\n--\n\nZ85B-encode a bytes-like object; returns str.");
 
+static size_t
+z85b_len(size_t n)
+{
+    if (n / 4 > ((size_t)PY_SSIZE_T_MAX - 4) / 5) {
+        return SIZE_MAX;
+    }
+    return n + n / 4 + (n % 4 ? 1 : 0);
+}
+
 static PyObject *
 sp_z85b_encode(PyObject *Py_UNUSED(module), PyObject *arg)
 {
-    bin_t b;
-    unsigned char *out;
-    size_t outlen;
-    PyObject *res;
-
-    if (bin_acquire(arg, &b) < 0) {
-        return NULL;
-    }
-    if (b.len / 4 > ((size_t)PY_SSIZE_T_MAX - 4) / 5) {
-        bin_release(&b);
-        return PyErr_NoMemory();
-    }
-    outlen = b.len + b.len / 4 + (b.len % 4 ? 1 : 0);
-    res = new_ascii(outlen, &out);
-    if (res != NULL) {
-        NOGIL_BEGIN(b.len);
-        z85b_enc_core(b.data, b.len, out);
-        NOGIL_END();
-    }
-    bin_release(&b);
-    return res;
+    return encode_fixed(arg, z85b_len, z85b_enc_core);
 }
 
 /* s: L digits (whitespace already removed), L % 5 != 1. */
@@ -511,14 +553,10 @@ z85b_dec_core(const unsigned char *s, size_t L, unsigned char *out)
 {
     size_t full = L / 5, rem = L % 5;
     for (size_t g = 0; g < full; g++, s += 5) {
-        uint32_t d0 = Z85_DEC[s[0]], d1 = Z85_DEC[s[1]], d2 = Z85_DEC[s[2]],
-                 d3 = Z85_DEC[s[3]], d4 = Z85_DEC[s[4]];
-        if ((d0 | d1 | d2 | d3 | d4) & 0x80) {
-            return Z85_BAD_CHAR;
-        }
-        uint64_t w = d0 + 85 * (d1 + 85 * (d2 + 85 * (d3 + 85 * (uint64_t)d4)));
-        if (w > Z85_MAX_WORD) {
-            return Z85_OVERFLOW;
+        uint32_t w;
+        int rc = z85_group(s, 0, &w);
+        if (rc != 0) {
+            return rc;
         }
         out[0] = (unsigned char)(w & 255);
         out[1] = (unsigned char)((w >> 8) & 255);
@@ -634,10 +672,12 @@ done:
 /* ------------------------------------------------------------------------ */
 /* Z85P                                                                      */
 
+/* out: the pad count digit, then 5 digits per started group of 4 bytes. */
 static void
 z85p_enc_core(const unsigned char *in, size_t n, unsigned char *out)
 {
     size_t full = n / 4, rem = n % 4;
+    *out++ = (unsigned char)((4 - rem) % 4);
     for (size_t g = 0; g < full; g++, in += 4, out += 5) {
         uint32_t w = ((uint32_t)in[0] << 24) | ((uint32_t)in[1] << 16) |
                      ((uint32_t)in[2] << 8) | (uint32_t)in[3];
@@ -661,31 +701,20 @@ z85p_enc_core(const unsigned char *in, size_t n, unsigned char *out)
 PyDoc_STRVAR(z85p_encode_doc,
 "z85p_encode(data, /)\n--\n\nZ85P-encode a bytes-like object; returns str.");
 
+static size_t
+z85p_len(size_t n)
+{
+    size_t groups = n / 4 + (n % 4 ? 1 : 0);
+    if (groups > ((size_t)PY_SSIZE_T_MAX - 1) / 5) {
+        return SIZE_MAX;
+    }
+    return 1 + 5 * groups;
+}
+
 static PyObject *
 sp_z85p_encode(PyObject *Py_UNUSED(module), PyObject *arg)
 {
-    bin_t b;
-    unsigned char *out;
-    size_t groups;
-    PyObject *res;
-
-    if (bin_acquire(arg, &b) < 0) {
-        return NULL;
-    }
-    groups = b.len / 4 + (b.len % 4 ? 1 : 0);
-    if (groups > ((size_t)PY_SSIZE_T_MAX - 1) / 5) {
-        bin_release(&b);
-        return PyErr_NoMemory();
-    }
-    res = new_ascii(1 + 5 * groups, &out);
-    if (res != NULL) {
-        out[0] = (unsigned char)((4 - b.len % 4) % 4);
-        NOGIL_BEGIN(b.len);
-        z85p_enc_core(b.data, b.len, out + 1);
-        NOGIL_END();
-    }
-    bin_release(&b);
-    return res;
+    return encode_fixed(arg, z85p_len, z85p_enc_core);
 }
 
 /* body: 5 * groups digits; writes 4 * groups - pad bytes. */
@@ -693,14 +722,10 @@ static int
 z85p_dec_core(const unsigned char *s, size_t groups, unsigned pad, unsigned char *out)
 {
     for (size_t g = 0; g < groups; g++, s += 5) {
-        uint32_t d0 = Z85_DEC[s[0]], d1 = Z85_DEC[s[1]], d2 = Z85_DEC[s[2]],
-                 d3 = Z85_DEC[s[3]], d4 = Z85_DEC[s[4]];
-        if ((d0 | d1 | d2 | d3 | d4) & 0x80) {
-            return Z85_BAD_CHAR;
-        }
-        uint64_t w = (((((uint64_t)d0 * 85 + d1) * 85 + d2) * 85 + d3) * 85) + d4;
-        if (w > Z85_MAX_WORD) {
-            return Z85_OVERFLOW;
+        uint32_t w;
+        int rc = z85_group(s, 1, &w);
+        if (rc != 0) {
+            return rc;
         }
         unsigned char word[4];
         word[0] = (unsigned char)((w >> 24) & 255);
@@ -812,30 +837,20 @@ b32_enc_core(const unsigned char *in, size_t n, unsigned char *out)
 PyDoc_STRVAR(b32_encode_doc,
 "b32_encode(data, /)\n--\n\nbase64.b32encode(data).decode(): Base32 with '=' padding; returns str.");
 
+static size_t
+b32_len(size_t n)
+{
+    size_t groups = n / 5 + (n % 5 ? 1 : 0);
+    if (groups > (size_t)PY_SSIZE_T_MAX / 8) {
+        return SIZE_MAX;
+    }
+    return 8 * groups;
+}
+
 static PyObject *
 sp_b32_encode(PyObject *Py_UNUSED(module), PyObject *arg)
 {
-    bin_t b;
-    unsigned char *out;
-    size_t groups;
-    PyObject *res;
-
-    if (bin_acquire(arg, &b) < 0) {
-        return NULL;
-    }
-    groups = b.len / 5 + (b.len % 5 ? 1 : 0);
-    if (groups > (size_t)PY_SSIZE_T_MAX / 8) {
-        bin_release(&b);
-        return PyErr_NoMemory();
-    }
-    res = new_ascii(8 * groups, &out);
-    if (res != NULL) {
-        NOGIL_BEGIN(b.len);
-        b32_enc_core(b.data, b.len, out);
-        NOGIL_END();
-    }
-    bin_release(&b);
-    return res;
+    return encode_fixed(arg, b32_len, b32_enc_core);
 }
 
 /* Bytes produced by a final quantum with p '=' characters (p in 1, 3, 4, 6). */

@@ -64,16 +64,9 @@ class AsyncHiveMessageBusClient(ClientCore):
         Raises the same errors as the sync client's ``connect``.
         """
         del bus, protocol
-        if site_id:
-            self.site_id = site_id
-        if timeout is not None:
-            self.config.connect_timeout = timeout
-        if self.connected:
+        if self._begin_connect(site_id, timeout):
             return self
         engine = self._engine
-        engine.closing = False
-        engine.fatal_error = None
-        engine.ready = None
         await engine.open_link()
         engine.start_supervisor()
         return self

@@ -209,6 +209,23 @@ class ClientCore:
         ready = self._engine.ready
         return bool(ready is not None and ready.is_set())
 
+    def _begin_connect(self, site_id: str | None, timeout: float | None) -> bool:
+        """Apply ``connect()``'s overrides and reset the engine for a new link.
+
+        Returns True when a keyed link already exists (``connect()`` has nothing to do).
+        """
+        if site_id:
+            self.site_id = site_id
+        if timeout is not None:
+            self.config.connect_timeout = timeout
+        if self.connected:
+            return True
+        engine = self._engine
+        engine.closing = False
+        engine.fatal_error = None
+        engine.ready = None  # a fresh Event, on whichever loop opens the link
+        return False
+
     @property
     def handshake_info(self) -> dict[str, Any] | None:
         """What the last handshake negotiated (mode, cipher, encoding, binarize)."""
@@ -529,15 +546,9 @@ class HiveMessageBusClient(ClientCore):
             ConnectTimeout: no completed handshake in time.
         """
         del protocol
-        if site_id:
-            self.site_id = site_id
-        if timeout is not None:
-            self.config.connect_timeout = timeout
-        if self.connected:
+        if self._begin_connect(site_id, timeout):
             return self
         engine = self._engine
-        engine.closing = False
-        engine.fatal_error = None
         self._io.start()
         self._dispatcher.start()
 

@@ -57,7 +57,7 @@ from collections import deque
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from hivemind_bus_client.connection import Connection, State
+from hivemind_bus_client.connection import Connection
 from hivemind_core.server import (
     CLOSE_OVERFLOW,
     HubServer,
@@ -167,13 +167,8 @@ class HTTPLink(SatelliteLink):
         else:
             self.binary_out.append(bytes(frame))
 
-    def close(self, code: int, reason: str) -> None:
-        """Close the link now; the client learns the code and reason on its next poll."""
-        if self.closing:
-            return
-        self.closing = True
-        if self.conn.state not in (State.CLOSING, State.CLOSED):
-            self.conn.close(code, reason)
+    def _shut(self, code: int, reason: str) -> None:
+        """The client learns the code and reason on its next poll."""
         self.listener.finish(self, code, reason)
 
 

@@ -261,12 +261,16 @@ class SatelliteLink:
             self.backlog = None
 
     def close(self, code: int, reason: str) -> None:
-        """Close the socket (asynchronously) with ``code`` and a one-line ``reason``."""
+        """Close the link with ``code`` and a one-line ``reason`` (once; later calls do nothing)."""
         if self.closing:
             return
         self.closing = True
         if self.conn.state not in (State.CLOSING, State.CLOSED):
             self.conn.close(code, reason)
+        self._shut(code, reason)
+
+    def _shut(self, code: int, reason: str) -> None:
+        """End the transport; transports other than websocket override this."""
         text = reason.encode("utf-8")[:120].decode("utf-8", "ignore")
         asyncio.get_running_loop().create_task(
             self.ws.close(code, text), name="hivemind-link-close"
@@ -517,10 +521,15 @@ class HubServer:
         )
 
     def _open_link(
-        self, ws: ServerConnection, client: Any, useragent: str, address: str
+        self,
+        ws: ServerConnection,
+        client: Any,
+        useragent: str,
+        address: str,
+        link_class: type[SatelliteLink] = SatelliteLink,
     ) -> SatelliteLink:
         conn = self.new_connection(client)
-        link = SatelliteLink(self, ws, conn, client, useragent, address)
+        link = link_class(self, ws, conn, client, useragent, address)
         conn.peer = link.base_name
         self.connections.add(link)
         loop = asyncio.get_running_loop()

@@ -265,8 +265,35 @@ class LinkEngine:
         self.loop = loop
         if self.ready is None:
             self.ready = asyncio.Event()
+        deadline = loop.time() + self.config.connect_timeout
+        ws = await self._open_socket()
+        conn = self._new_connection()
+        try:
+            early = await self._handshake(ws, conn, deadline)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 2)
+            raise
+        self.ws, self.conn = ws, conn
+        self.connects += 1
+        assert self.ready is not None
+        self.ready.set()
+        LOG.info(
+            "connected to %s: %s handshake, cipher=%s encoding=%s binarize=%s",
+            self.config.redacted(),
+            self.handshake.mode if self.handshake else "?",
+            self.handshake.cipher if self.handshake else "?",
+            self.handshake.encoding if self.handshake else "?",
+            self.handshake.binarize if self.handshake else "?",
+        )
+        if self.on_state is not None:
+            self.on_state(True, None)
+        for msg in early:
+            self._on_message(msg)
+
+    async def _open_socket(self) -> ClientConnection:
+        """The transport under the link: here the websocket (other transports override this)."""
         cfg = self.config
-        deadline = loop.time() + cfg.connect_timeout
         where = f"{cfg.host}:{cfg.port}"
         try:
             ws = await asyncio.wait_for(
@@ -303,30 +330,7 @@ class LinkEngine:
             raise HiveMindConnectionError(f"{where} is not a HiveMind websocket: {exc}") from None
         except OSError as exc:
             raise HiveMindEntryPointNotFound(f"cannot reach {where}: {exc.strerror or exc}") from None
-
-        conn = self._new_connection()
-        try:
-            early = await self._handshake(ws, conn, deadline)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(), 2)
-            raise
-        self.ws, self.conn = ws, conn
-        self.connects += 1
-        assert self.ready is not None
-        self.ready.set()
-        LOG.info(
-            "connected to %s: %s handshake, cipher=%s encoding=%s binarize=%s",
-            self.config.redacted(),
-            self.handshake.mode if self.handshake else "?",
-            self.handshake.cipher if self.handshake else "?",
-            self.handshake.encoding if self.handshake else "?",
-            self.handshake.binarize if self.handshake else "?",
-        )
-        if self.on_state is not None:
-            self.on_state(True, None)
-        for msg in early:
-            self._on_message(msg)
+        return ws
 
     async def _handshake(
         self, ws: ClientConnection, conn: Connection, deadline: float

@@ -412,14 +412,23 @@ def print_config() -> None:
 @click.option("--upstream-password", help="This hub's password at the master.")
 @click.option("--http-port", type=click.IntRange(0, 65535),
               help="Also serve the HTTP polling protocol on this port (0 = off; the reference uses 5679).")
+@click.option("--mqtt-host", help="Also serve satellites through this MQTT broker (needs the mqtt extra).")
+@click.option("--mqtt-port", type=click.IntRange(1, 65535), help="The MQTT broker's port (default 1883).")
+@click.option("--mqtt-prefix", help="MQTT topic prefix (default hivemind: hivemind/<key>/in|out|status).")
+@click.option("--mqtt-username", help="The hub's login at the MQTT broker.")
+@click.option("--mqtt-password", help="The hub's password at the MQTT broker.")
 def listen(host: str | None, port: int | None, use_ssl: bool | None, cert: str | None, key: str | None,
            agent: str | None, upstream_host: str | None = None, upstream_port: int | None = None,
            upstream_key: str | None = None, upstream_password: str | None = None,
-           http_port: int | None = None) -> None:
+           http_port: int | None = None, mqtt_host: str | None = None, mqtt_port: int | None = None,
+           mqtt_prefix: str | None = None, mqtt_username: str | None = None,
+           mqtt_password: str | None = None) -> None:
     """Run the hub until interrupted."""
     config = _state().config
     overrides: dict[str, Any] = {"host": host, "port": port, "ssl": use_ssl, "cert": cert, "key": key,
-                                 "agent": agent, "http_port": http_port}
+                                 "agent": agent, "http_port": http_port, "mqtt_host": mqtt_host,
+                                 "mqtt_port": mqtt_port, "mqtt_prefix": mqtt_prefix,
+                                 "mqtt_username": mqtt_username, "mqtt_password": mqtt_password}
     for name, value in overrides.items():
         if value is not None:
             setattr(config, name, value)

@@ -90,6 +90,18 @@ class HubConfig:
     key: str | None = None
     #: Optional HTTP polling listener port (the reference's http plugin); 0 = off.
     http_port: int = 0
+    #: MQTT broker the hub joins to serve satellites over MQTT
+    #: (``hivemind_core.mqtt_listener``); None = no MQTT.
+    mqtt_host: str | None = None
+    #: The broker's port.
+    mqtt_port: int = 1883
+    #: First topic level(s): satellites use ``<prefix>/<access_key>/in|out|status``.
+    mqtt_prefix: str = "hivemind"
+    #: The hub's login at the broker, when the broker wants one.
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    #: Connect to the broker with TLS (system trust store).
+    mqtt_tls: bool = False
 
     #: Client database backend: ``sqlite`` (default), ``redis``, ``json``, or an
     #: entry-point name of group ``hivemind.databases``.

@@ -128,16 +128,24 @@ async def serve(config: HubConfig, database: Any | None = None) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
     http_listener = None
+    mqtt_listener = None
     try:
         await server.start()
         if config.http_port:
             from hivemind_core.http_listener import start_http_listener
 
             http_listener = await start_http_listener(server, config.host, config.http_port)
+        if config.mqtt_host:
+            from hivemind_core.mqtt_listener import start_mqtt_listener
+
+            mqtt_listener = await start_mqtt_listener(server)
         await stop.wait()
         LOG.info("stopping the hub")
     finally:
-        if http_listener is not None:  # HTTP links are not the server's: close them first
+        # HTTP and MQTT links are not the server's: close them first.
+        if mqtt_listener is not None:
+            await mqtt_listener.close()
+        if http_listener is not None:
             await http_listener.close()
         await server.stop()
         if own_db:

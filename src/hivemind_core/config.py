@@ -157,6 +157,10 @@ class HubConfig:
     flood_cache_size: int = 4096
     #: Seconds a hub waits for its local agent before forwarding a QUERY upstream.
     query_timeout: float = 8.0
+    #: PING floods per second one satellite link may start (each one makes
+    #: every node answer), after a burst of ``ping_burst``; 0 = no limit.
+    ping_rate: float = 1.0
+    ping_burst: int = 5
     #: ``alias -> PEM`` public keys of nodes whose PROPAGATE(BUS) this hub
     #: injects and whose INTERCOM it opens (seed doc 001, "Trusted Keys"); the
     #: hub also trusts the keys of its identity file (``NodeIdentity.trusted_keys``).

@@ -324,6 +324,9 @@ class HubServer:
             max_violations=config.max_violations,
             private_key=self.private_key,
             trusted_keys=hub_trusted_keys(config),
+            query_timeout=config.query_timeout,
+            ping_rate=config.ping_rate,
+            ping_burst=config.ping_burst,
         )
         self.throttle = AuthThrottle(config.failed_auth_budget, config.auth_window)
         self.peers = PeerRegistry()

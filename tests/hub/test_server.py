@@ -216,6 +216,54 @@ def test_idle_timeout_closes_silent_links() -> None:
     run(scenario())
 
 
+def test_ping_floods_beyond_the_configured_rate_are_dropped() -> None:
+    async def scenario() -> None:
+        async with running_hub(ping_rate=0.01, ping_burst=2) as hub:
+            row = hub.db.add_client("pinger", password="pw")
+            c = await TestClient(hub.port, row.api_key, "pw").connect()
+            for n in range(4):
+                ping = HiveMessage(T.PING, {"ping_id": f"p{n}"})
+                await c.send(HiveMessage(T.PROPAGATE, ping, metadata={"flood_id": f"f{n}"}))
+            pongs = []
+            while len(pongs) < 2:
+                m = await asyncio.wait_for(c.messages.get(), 5)
+                if m.msg_type is T.PONG:
+                    pongs.append(m.payload["ping_id"])
+            assert pongs == ["p0", "p1"]
+            for _ in range(50):
+                if hub.server.router.counters.get("ping_rate_limited") == 2:
+                    break
+                await asyncio.sleep(0.02)
+            assert hub.server.router.counters.get("ping_rate_limited") == 2
+            await c.close()
+
+    run(scenario())
+
+
+def test_query_timeout_setting_reaches_the_router() -> None:
+    class Silent(RecordingAgent):
+        def ask(self, message: dict[str, Any], answer: Any) -> None:
+            pass  # never answers: the hub must give up after query_timeout
+
+    async def scenario() -> None:
+        async with running_hub(agent=Silent(), query_timeout=0.3) as hub:
+            row = hub.db.add_client("asker", password="pw")
+            c = await TestClient(hub.port, row.api_key, "pw").connect()
+            inner = HiveMessage(T.BUS, {"type": "recognizer_loop:utterance", "data": {}, "context": {}})
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await c.send(HiveMessage(T.QUERY, inner, metadata={"query_id": "q1"}))
+            while True:
+                m = await asyncio.wait_for(c.messages.get(), 5)
+                if m.msg_type is T.QUERY:
+                    break
+            assert m.payload.payload.msg_type == "hive.query.timeout"
+            assert loop.time() - started < 3
+            await c.close()
+
+    run(scenario())
+
+
 # -- hostile input never hurts the hub or other links ----------------------------------
 
 

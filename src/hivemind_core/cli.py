@@ -410,6 +410,8 @@ def print_config() -> None:
 @click.option("--upstream-port", type=click.IntRange(1, 65535), help="The master's port (default 5678).")
 @click.option("--upstream-key", help="This hub's access key at the master.")
 @click.option("--upstream-password", help="This hub's password at the master.")
+@click.option("--upstream-share-bus/--no-upstream-share-bus", default=None,
+              help="Let the master watch this hub's bus (SHARED_BUS; default off).")
 @click.option("--http-port", type=click.IntRange(0, 65535),
               help="Also serve the HTTP polling protocol on this port (0 = off; the reference uses 5679).")
 @click.option("--mqtt-host", help="Also serve satellites through this MQTT broker (needs the mqtt extra).")
@@ -420,6 +422,7 @@ def print_config() -> None:
 def listen(host: str | None, port: int | None, use_ssl: bool | None, cert: str | None, key: str | None,
            agent: str | None, upstream_host: str | None = None, upstream_port: int | None = None,
            upstream_key: str | None = None, upstream_password: str | None = None,
+           upstream_share_bus: bool | None = None,
            http_port: int | None = None, mqtt_host: str | None = None, mqtt_port: int | None = None,
            mqtt_prefix: str | None = None, mqtt_username: str | None = None,
            mqtt_password: str | None = None) -> None:
@@ -432,7 +435,8 @@ def listen(host: str | None, port: int | None, use_ssl: bool | None, cert: str |
     for name, value in overrides.items():
         if value is not None:
             setattr(config, name, value)
-    upstream = {"host": upstream_host, "port": upstream_port, "key": upstream_key, "password": upstream_password}
+    upstream = {"host": upstream_host, "port": upstream_port, "key": upstream_key, "password": upstream_password,
+                "share_bus": upstream_share_bus}
     for name, value in upstream.items():
         if value is not None:
             setattr(config.upstream, name, value)

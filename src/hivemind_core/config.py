@@ -74,6 +74,10 @@ class UpstreamConfig:
     useragent: str = "HiveMind-relay-hub"
     #: Site announced to the master (default: this hub's own ``site_id``).
     site_id: str = ""
+    #: Let the master watch this hub's bus (seed doc 004, "Shared Bus"): what
+    #: satellites inject here, and the agent's answers to them, are also sent
+    #: up as SHARED_BUS. Off by default: sharing must be asked for.
+    share_bus: bool = False
 
 
 @dataclass

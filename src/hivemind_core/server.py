@@ -829,6 +829,8 @@ class HubServer:
                 return  # an answer from the master for one of our satellites
             else:
                 out = dict(payload)
+            if isinstance(sink, SatelliteLink):
+                self._share_up(out)  # first: the agent may answer before inject returns
             self.agent.inject(out)
         elif mtype is T.SHARED_BUS:
             self._count("shared_bus")
@@ -847,6 +849,14 @@ class HubServer:
                     LOG.debug("no local handler for %s from %s", mtype.value, origin)
             else:
                 handler(message, origin)
+
+    def _share_up(self, payload: dict[str, Any]) -> None:
+        """With ``upstream.share_bus``, show the master a message of this hub's bus."""
+        up = self.upstream
+        if up is None or not up.config.share_bus or not up.connected:
+            return
+        self._count("shared_up")
+        up.send_message(HiveMessage(T.SHARED_BUS, payload))
 
     def _guard_destination(self, context: dict[str, Any], origin: str) -> None:
         """A non-admin may not address another live satellite through the agent."""
@@ -889,6 +899,7 @@ class HubServer:
             context["source"] = "hive"
             payload = {"type": message.get("type"), "data": message.get("data"), "context": context}
             self.execute(self.router.send_to(targets, HiveMessage(T.BUS, payload)))
+            self._share_up(payload)
         except Exception:
             self._count("errors")
             LOG.exception("routing an agent reply failed")

@@ -241,6 +241,41 @@ def test_relay_escalate_answer_broadcast_and_reconnect() -> None:
     run(main())
 
 
+@pytest.mark.parametrize("share", [True, False])
+def test_relay_shares_its_bus_with_the_master_only_when_asked(share: bool) -> None:
+    async def main() -> None:
+        master_port = free_port()
+        async with hub(MASTER_KEY, master_port) as (master, mdb):
+            mdb.add_client("relay", api_key="relay-key", password="relay-pw")
+            seen: list[tuple[dict[str, Any], str | None]] = []
+            master.shared_bus_observers.append(lambda payload, peer: seen.append((payload, peer)))
+            upstream = UpstreamConfig(
+                host="127.0.0.1", port=master_port, key="relay-key", password="relay-pw",
+                share_bus=share,
+            )
+            async with hub(RELAY_KEY, 0, upstream) as (relay, rdb):
+                rdb.add_client("sat", api_key="sat-key", password="sat-pw")
+                assert relay.upstream is not None
+                await asyncio.wait_for(relay.upstream.linked.wait(), 5)
+                sat = await TestClient(relay.port, "sat-key", "sat-pw", useragent="sat-ua").connect()
+                await sat.utterance("echo shared")
+                local = await sat.next_bus(is_type("speak"))
+                assert local["data"]["utterance"] == "shared"  # answered by the relay itself
+                if share:
+                    await until(lambda: len(seen) >= 2)
+                    types = [p["type"] for p, _ in seen]
+                    assert types == ["recognizer_loop:utterance", "speak"]
+                    assert all(peer and peer.startswith("HiveMind-relay-hub::") for _, peer in seen)
+                    assert seen[0][0]["context"]["session"]["session_id"] == "s1"
+                    assert master.stats.get("shared_bus") == 2
+                else:
+                    await asyncio.sleep(0.3)
+                    assert seen == [] and not master.stats.get("shared_bus")
+                await sat.close()
+
+    run(main())
+
+
 # -- configuration: server.json and the listen options ---------------------------------
 
 
@@ -276,6 +311,9 @@ def test_listen_reads_upstream_from_server_json_and_options(
     )
     assert (cfg.upstream.host, cfg.upstream.port) == ("10.0.0.2", 5800)
     assert (cfg.upstream.key, cfg.upstream.password, cfg.upstream.site_id) == ("k2", "p2", "attic")
+    assert cfg.upstream.share_bus is False
+    cfg = _listen_config(monkeypatch, tmp_path, "listen", "--upstream-share-bus")
+    assert cfg.upstream.share_bus is True
 
 
 def test_listen_refuses_own_listener_as_upstream(tmp_path: Path) -> None:

@@ -81,13 +81,18 @@ def test_propagate_bus_from_an_untrusted_link_is_dropped_and_counted() -> None:
     run(scenario())
 
 
+def _trust_in_identity_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, alias: str) -> None:
+    """An identity file (under a private XDG_CONFIG_HOME) that trusts the client's key."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    identity = NodeIdentity()
+    identity.add_trusted_key(alias, CLIENT_PEM)
+    identity.save()
+
+
 def test_identity_file_trusted_keys_are_honoured(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
-    identity = NodeIdentity()
-    identity.add_trusted_key("kitchen-sat", CLIENT_PEM)
-    identity.save()
+    _trust_in_identity_file(tmp_path, monkeypatch, "kitchen-sat")
 
     async def scenario() -> None:
         async with running_hub(identity_trust=True) as hub:
@@ -120,10 +125,7 @@ def test_intercom_to_the_hub_is_opened_only_when_signed_by_a_trusted_key() -> No
 def test_hub_trusted_keys_merges_identity_and_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
-    identity = NodeIdentity()
-    identity.add_trusted_key("from-identity", CLIENT_PEM)
-    identity.save()
+    _trust_in_identity_file(tmp_path, monkeypatch, "from-identity")
     stranger = crypto.public_key_pem(STRANGER_KEY)
     cfg = HubConfig(trusted_keys={"from-config": stranger})
     assert hub_trusted_keys(cfg) == {"from-identity": CLIENT_PEM, "from-config": stranger}

@@ -52,20 +52,28 @@ def sample_message() -> HiveMessage:
     return HiveMessage("bus", payload)
 
 
+#: Best of this many runs, as in ``codec.py``.
+REPEATS = 5
+
+
 def rate(func: Callable[[], Any], seconds: float) -> float:
-    """Calls per second of ``func``, measured for about ``seconds``."""
+    """Calls per second of ``func``: the best of :data:`REPEATS` runs, ``seconds`` in all."""
     func()  # warm up
-    calls = 0
-    batch = 1
-    start = time.perf_counter()
-    while True:
-        for _ in range(batch):
-            func()
-        calls += batch
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            return calls / elapsed
-        batch = min(batch * 2, 256)
+    best = 0.0
+    for _ in range(REPEATS):
+        calls = 0
+        batch = 1
+        start = time.perf_counter()
+        while True:
+            for _ in range(batch):
+                func()
+            calls += batch
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds / REPEATS:
+                best = max(best, calls / elapsed)
+                break
+            batch = min(batch * 2, 256)
+    return best
 
 
 def works(func: Callable[[], Any]) -> bool:

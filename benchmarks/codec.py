@@ -51,19 +51,29 @@ def sample_message() -> HiveMessage:
     )
 
 
+#: Each figure is the best of this many runs of ``seconds / REPEATS``: on a
+#: shared machine the slow runs measure the neighbours, not the code
+#: (``timeit`` advises the same). ``_reference_codec.py`` does likewise.
+REPEATS = 5
+
+
 def rate(fn: Callable[[], object], seconds: float) -> float:
-    """Calls per second of ``fn`` over about ``seconds``."""
-    n = 0
-    batch = 64
-    start = time.perf_counter()
-    deadline = start + seconds
-    while True:
-        for _ in range(batch):
-            fn()
-        n += batch
-        now = time.perf_counter()
-        if now >= deadline:
-            return n / (now - start)
+    """Calls per second of ``fn``: the best of :data:`REPEATS` runs, ``seconds`` in all."""
+    best = 0.0
+    for _ in range(REPEATS):
+        n = 0
+        batch = 64
+        start = time.perf_counter()
+        deadline = start + seconds / REPEATS
+        while True:
+            for _ in range(batch):
+                fn()
+            n += batch
+            now = time.perf_counter()
+            if now >= deadline:
+                best = max(best, n / (now - start))
+                break
+    return best
 
 
 def ours(seconds: float) -> dict[str, object]:
@@ -140,7 +150,7 @@ def fmt(x: object) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=0.3, help="time per measurement")
+    ap.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
     ap.add_argument("--no-reference", action="store_true", help="skip the reference figures")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = ap.parse_args()

@@ -361,27 +361,38 @@ class LinkEngine:
                 raise self._refusal(exc, greeted, conn) from None
             greeted = True
             conn.receive_frame(frame)
-            keyed = False
-            for event in conn.events():
-                if isinstance(event, HandshakeComplete):
-                    self.handshake = event
-                    keyed = True
-                elif isinstance(event, HelloReceived):
-                    self._on_hello(event.payload)
-                elif isinstance(event, MessageReceived):
-                    early.append(event.message)
-                elif isinstance(event, CloseRequested):
-                    with contextlib.suppress(Exception):
-                        await ws.close(event.code, event.reason)
-                    if event.error is not None:
-                        raise event.error
-                    raise HandshakeError(event.reason or "handshake failed")
+            keyed, refused = self._handshake_events(conn, early)
+            if refused is not None:
+                with contextlib.suppress(Exception):
+                    await ws.close(refused.code, refused.reason)
+                raise refused.error or HandshakeError(refused.reason or "handshake failed")
             try:
                 await self._flush(ws, conn)
             except websockets.ConnectionClosed as exc:
                 raise self._refusal(exc, greeted, conn) from None
             if keyed:
                 return early
+
+    def _handshake_events(
+        self, conn: Connection, early: list[HiveMessage]
+    ) -> tuple[bool, CloseRequested | None]:
+        """Take the events of one handshake frame: (keyed now?, the refusal if any).
+
+        Messages that arrive with the keying frame go to ``early``, for the
+        caller to dispatch once the link is registered.
+        """
+        keyed = False
+        for event in conn.events():
+            if isinstance(event, HandshakeComplete):
+                self.handshake = event
+                keyed = True
+            elif isinstance(event, HelloReceived):
+                self._on_hello(event.payload)
+            elif isinstance(event, MessageReceived):
+                early.append(event.message)
+            elif isinstance(event, CloseRequested):
+                return keyed, event
+        return keyed, None
 
     def _refusal(
         self, exc: websockets.ConnectionClosed, greeted: bool, conn: Connection

@@ -61,9 +61,6 @@ from hivemind_bus_client.client import BinaryDataCallbacks, HiveMessageBusClient
 from hivemind_bus_client.connection import (
     CloseRequested,
     Connection,
-    HandshakeComplete,
-    HelloReceived,
-    MessageReceived,
 )
 from hivemind_bus_client.exceptions import (
     AuthenticationFailed,
@@ -366,18 +363,10 @@ class HTTPLinkEngine(LinkEngine):
             keyed = False
             for frame in frames:
                 conn.receive_frame(frame)
-                for event in conn.events():
-                    if isinstance(event, HandshakeComplete):
-                        self.handshake = event
-                        keyed = True
-                    elif isinstance(event, HelloReceived):
-                        self._on_hello(event.payload)
-                    elif isinstance(event, MessageReceived):
-                        early.append(event.message)
-                    elif isinstance(event, CloseRequested):
-                        if event.error is not None:
-                            raise event.error
-                        raise HandshakeError(event.reason or "handshake failed")
+                now_keyed, refused = self._handshake_events(conn, early)
+                if refused is not None:
+                    raise refused.error or HandshakeError(refused.reason or "handshake failed")
+                keyed = keyed or now_keyed
             for event in conn.events():  # timer-driven (handshake timeout)
                 if isinstance(event, CloseRequested):
                     raise ConnectTimeout(f"handshake with {self._where()} timed out: {event.reason}")

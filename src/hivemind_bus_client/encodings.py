@@ -352,42 +352,32 @@ _speedups = _load_speedups()
 #: True when the C accelerator is in use.
 ACCELERATED: bool = _speedups is not None
 
-if _speedups is not None:
-    _c_b91_decode = _speedups.b91_decode
-    _c_z85b_decode = _speedups.z85b_decode
-    _c_z85p_decode = _speedups.z85p_decode
-    _c_b32_decode = _speedups.b32_decode
+def _c_decoder(
+    c_decode: Callable[[str | bytes], bytes],
+    pure: Callable[[str | bytes], bytes],
+    error: type[DecodingError],
+    prefix: str = "",
+) -> Callable[[str | bytes], bytes]:
+    """``c_decode`` raising ``error`` where it raises ValueError, named and documented as ``pure``."""
 
+    def decode(text: str | bytes) -> bytes:
+        try:
+            return c_decode(text)
+        except ValueError as exc:
+            raise error(prefix + str(exc)) from None
+
+    decode.__name__, decode.__qualname__, decode.__doc__ = pure.__name__, pure.__qualname__, pure.__doc__
+    return decode
+
+
+if _speedups is not None:
     b91_encode = _speedups.b91_encode
     z85b_encode = _speedups.z85b_encode
     z85p_encode = _speedups.z85p_encode
-
-    def b91_decode(text: str | bytes) -> bytes:
-        """Decode basE91 text; raises :class:`DecodingError` on characters outside the alphabet."""
-        try:
-            return _c_b91_decode(text)
-        except ValueError as exc:
-            raise DecodingError(str(exc)) from None
-
-    def z85b_decode(text: str | bytes) -> bytes:
-        """Decode Z85B; raises :class:`Z85DecodeError` on a bad length, character or group."""
-        try:
-            return _c_z85b_decode(text)
-        except ValueError as exc:
-            raise Z85DecodeError(str(exc)) from None
-
-    def z85p_decode(text: str | bytes) -> bytes:
-        """Decode Z85P; raises :class:`Z85DecodeError` on a bad pad byte, length or character."""
-        try:
-            return _c_z85p_decode(text)
-        except ValueError as exc:
-            raise Z85DecodeError(str(exc)) from None
-
-    def _b32_decode(text: str | bytes) -> bytes:
-        try:
-            return _c_b32_decode(text)
-        except ValueError as exc:
-            raise DecodingError(f"invalid base32: {exc}") from None
+    b91_decode = _c_decoder(_speedups.b91_decode, b91_decode, DecodingError)
+    z85b_decode = _c_decoder(_speedups.z85b_decode, z85b_decode, Z85DecodeError)
+    z85p_decode = _c_decoder(_speedups.z85p_decode, z85p_decode, Z85DecodeError)
+    _b32_decode = _c_decoder(_speedups.b32_decode, _b32_decode, DecodingError, "invalid base32: ")
 
     _CODECS[SupportedEncodings.JSON_B91] = (b91_encode, b91_decode)
     _CODECS[SupportedEncodings.JSON_Z85B] = (z85b_encode, z85b_decode)

@@ -112,14 +112,21 @@ class FakeBus:
             await c.send(json.dumps(msg))
 
 
+async def bus_and_agent(**cfg: Any) -> tuple[FakeBus, OVOSAgent, list[dict[str, Any]]]:
+    """A started fake bus and an OVOS agent on it; the list collects the agent's replies."""
+    bus = FakeBus(_free_port())
+    await bus.start()
+    agent = OVOSAgent(
+        HubConfig(ovos_host="127.0.0.1", ovos_port=bus.port, ovos_connect_timeout=2, **cfg)
+    )
+    replies: list[dict[str, Any]] = []
+    await agent.start(replies.append)
+    return bus, agent, replies
+
+
 def test_ovos_agent_relays_and_reconnects_after_a_bus_restart() -> None:
     async def scenario() -> None:
-        port = _free_port()
-        bus = FakeBus(port)
-        await bus.start()
-        agent = OVOSAgent(HubConfig(ovos_host="127.0.0.1", ovos_port=port, ovos_connect_timeout=2))
-        replies: list[dict[str, Any]] = []
-        await agent.start(replies.append)
+        bus, agent, replies = await bus_and_agent()
         agent.inject({"type": "recognizer_loop:utterance", "data": {}, "context": {"source": "a::1::b::c"}})
         for _ in range(50):
             if bus.seen:
@@ -142,7 +149,7 @@ def test_ovos_agent_relays_and_reconnects_after_a_bus_restart() -> None:
                 break
             await asyncio.sleep(0.02)
         agent.inject({"type": "while.down", "data": {}, "context": {}})
-        bus2 = FakeBus(port)
+        bus2 = FakeBus(bus.port)
         await bus2.start()
         await asyncio.wait_for(agent.connected.wait(), 10)
         for _ in range(100):
@@ -159,12 +166,7 @@ def test_ovos_agent_relays_and_reconnects_after_a_bus_restart() -> None:
 
 def test_ovos_agent_ignores_malformed_bus_messages() -> None:
     async def scenario() -> None:
-        port = _free_port()
-        bus = FakeBus(port)
-        await bus.start()
-        agent = OVOSAgent(HubConfig(ovos_host="127.0.0.1", ovos_port=port, ovos_connect_timeout=2))
-        replies: list[dict[str, Any]] = []
-        await agent.start(replies.append)
+        bus, agent, replies = await bus_and_agent()
         for _ in range(50):
             if bus.clients:
                 break
@@ -186,15 +188,6 @@ def test_ovos_agent_ignores_malformed_bus_messages() -> None:
 
 
 # -- QUERY / CASCADE through the OVOS bus ------------------------------------------------
-
-
-async def _ask_agent(bus: FakeBus, **cfg: Any) -> tuple[OVOSAgent, list[dict[str, Any]]]:
-    agent = OVOSAgent(
-        HubConfig(ovos_host="127.0.0.1", ovos_port=bus.port, ovos_connect_timeout=2, **cfg)
-    )
-    replies: list[dict[str, Any]] = []
-    await agent.start(replies.append)
-    return agent, replies
 
 
 async def _asked(bus: FakeBus) -> dict[str, Any]:
@@ -226,9 +219,7 @@ def _utterance(text: str) -> dict[str, Any]:
 )
 def test_ovos_agent_answers_a_query_from_the_bus(bus_replies: list[str], expected: Any) -> None:
     async def scenario() -> None:
-        bus = FakeBus(_free_port())
-        await bus.start()
-        agent, replies = await _ask_agent(bus)
+        bus, agent, replies = await bus_and_agent()
         answers: list[Any] = []
         agent.ask(_utterance("what time is it"), answers.append)
         request = await _asked(bus)
@@ -258,9 +249,7 @@ def test_ovos_agent_answers_a_query_from_the_bus(bus_replies: list[str], expecte
 
 def test_ovos_agent_declines_a_query_nobody_answers_and_without_a_bus() -> None:
     async def scenario() -> None:
-        bus = FakeBus(_free_port())
-        await bus.start()
-        agent, _ = await _ask_agent(bus, query_timeout=0.2)
+        bus, agent, _ = await bus_and_agent(query_timeout=0.2)
         answers: list[Any] = []
         agent.ask(_utterance("anyone?"), answers.append)
         await _asked(bus)

@@ -61,6 +61,7 @@ from hivemind_bus_client.connection import Connection
 from hivemind_core.server import (
     CLOSE_OVERFLOW,
     HubServer,
+    LinkChannel,
     SatelliteLink,
     parse_authorization,
 )
@@ -103,26 +104,6 @@ class _BadRequest(Exception):
         self.status = status
 
 
-class _Channel:
-    """Stands in for the websocket :class:`HubServer` expects on ``link.ws``.
-
-    The server only closes it and reads the close code and reason.
-    """
-
-    paused = False
-
-    def __init__(self, listener: HTTPListener) -> None:
-        self.listener = listener
-        self.link: HTTPLink | None = None
-        self.close_code: int | None = None
-        self.close_reason = ""
-
-    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
-        """Called by the server (close requested by the core): end the link."""
-        if self.link is not None:
-            self.listener.finish(self.link, code, reason)
-
-
 class HTTPLink(SatelliteLink):
     """A satellite connected over HTTP polling: frames queue until the client polls."""
 
@@ -138,7 +119,7 @@ class HTTPLink(SatelliteLink):
         key: str,
         now: float,
     ) -> None:
-        channel = _Channel(listener)
+        channel = LinkChannel(listener)
         super().__init__(listener.server, channel, conn, client, useragent, address)  # type: ignore[arg-type]
         channel.link = self
         self.listener = listener
@@ -150,7 +131,7 @@ class HTTPLink(SatelliteLink):
         self.finished = False
 
     @property
-    def channel(self) -> _Channel:
+    def channel(self) -> LinkChannel:
         """The websocket stand-in (close code and reason once closed)."""
         return self.ws  # type: ignore[return-value]
 

@@ -70,8 +70,7 @@ from typing import Any
 from hivemind_bus_client import _mqtt_wire as wire
 from hivemind_bus_client._mqtt_wire import aiomqtt
 from hivemind_bus_client.reconnect import backoff
-from hivemind_core.http_listener import _Channel as HTTPChannel
-from hivemind_core.server import HubServer, SatelliteLink
+from hivemind_core.server import HubServer, LinkChannel, SatelliteLink
 
 __all__ = ["DEFAULT_MQTT_USERAGENT", "MQTTLink", "MQTTListener", "start_mqtt_listener"]
 
@@ -85,18 +84,6 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_INTERNAL = 1011
 CLOSE_TRY_AGAIN = 1013
-
-
-class _Channel(HTTPChannel):
-    """Stands in for the websocket :class:`HubServer` expects on ``link.ws``: one key's topics.
-
-    As the HTTP listener's stand-in (the server only closes it and reads the
-    close code and reason), plus the access key whose topics it publishes to.
-    """
-
-    def __init__(self, listener: MQTTListener, key: str) -> None:
-        super().__init__(listener)  # type: ignore[arg-type]
-        self.key = key
 
 
 class MQTTLink(SatelliteLink):
@@ -113,7 +100,7 @@ class MQTTLink(SatelliteLink):
         self.notify = True
 
     @property
-    def channel(self) -> _Channel:
+    def channel(self) -> LinkChannel:
         """The websocket stand-in (access key, close code and reason once closed)."""
         return self.ws  # type: ignore[return-value]
 
@@ -376,7 +363,7 @@ class MQTTListener:
             useragent = DEFAULT_MQTT_USERAGENT
         server._count("connections")
         server._count("mqtt_connections")
-        link = server._open_link(_Channel(self, key), client, useragent, address, MQTTLink)  # type: ignore[arg-type]
+        link = server._open_link(LinkChannel(self, key), client, useragent, address, MQTTLink)  # type: ignore[arg-type]
         if not link.closing:
             self.links[key] = link  # type: ignore[assignment]
 

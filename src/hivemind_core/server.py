@@ -86,6 +86,7 @@ from hivemind_core.upstream import UpstreamLink
 __all__ = [
     "CLOSE_OVERFLOW",
     "HubServer",
+    "LinkChannel",
     "MessageSink",
     "hub_trusted_keys",
     "parse_authorization",
@@ -175,6 +176,29 @@ def parse_authorization(path: str) -> tuple[str, str] | None:
     if not sep or not key:
         return None
     return useragent, key
+
+
+class LinkChannel:
+    """Stands in for the websocket on ``link.ws`` for transports without one (HTTP, MQTT).
+
+    The server only closes it and reads the close code and reason; closing
+    asks the transport's listener to ``finish`` the link. ``key`` is the
+    access key whose link it carries (MQTT topics are named after it).
+    """
+
+    paused = False
+
+    def __init__(self, listener: Any, key: str = "") -> None:
+        self.listener = listener
+        self.key = key
+        self.link: SatelliteLink | None = None
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Called by the server (close requested by the core): end the link."""
+        if self.link is not None:
+            self.listener.finish(self.link, code, reason)
 
 
 class SatelliteLink:

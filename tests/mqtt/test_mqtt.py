@@ -296,6 +296,22 @@ def test_garbage_and_unknown_keys_are_dropped_while_a_satellite_works(
         assert ask(client, "still here") == "still here"
 
 
+def test_garbage_on_a_clients_out_topic_closes_that_link_and_the_client_recovers(
+    hub: MQTTHub, mosquitto: Broker, prefix: str, stranger: Stranger
+) -> None:
+    row = hub.add_client("target")
+    with client_for(mosquitto, prefix, row.api_key) as client:
+        out = f"{prefix}/{row.api_key}/out"
+        for junk in (b"\xff\xfe\x00 binary junk", b'{"ciphertext": "00", "tag"', b"{}", b""):
+            stranger.publish(out, junk)
+        # as over a websocket, a bad frame closes the link that carried it (1002)
+        # and the client opens a new one by itself, then is answered again
+        wait_until(lambda: client.connected and client.stats["connects"] >= 2, "the new link", 15)
+        assert ask(client, "after the junk") == "after the junk"
+        assert client.fatal_error is None
+    assert hub.stat("errors") == 0
+
+
 def test_ecosystem_bootstrap_gets_hello_and_handshake_offer(
     hub: MQTTHub, prefix: str, stranger: Stranger
 ) -> None:

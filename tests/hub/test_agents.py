@@ -171,7 +171,13 @@ def test_ovos_agent_ignores_malformed_bus_messages() -> None:
             if bus.clients:
                 break
             await asyncio.sleep(0.02)
-        for raw in ["not json ::", '["a::b"]', '{"type": "x", "context": "a::b"', b"\x00::\xff"]:
+        junk = [
+            "not json ::", '["a::b"]', '{"type": "x", "context": "a::b"', b"\x00::\xff",
+            # addressed to a QUERY this agent never asked, or with odd fields
+            '{"type": "speak", "context": {"destination": "hive.query::nobody"}}',
+            '{"type": 7, "data": [], "context": {"destination": "hive.query::", "source": 3}}',
+        ]
+        for raw in junk:
             for c in list(bus.clients):
                 await c.send(raw)
         await bus.emit({"type": "speak", "data": {}, "context": {"destination": "a::1::b::c"}})

@@ -133,3 +133,19 @@ def test_hub_trusted_keys_merges_identity_and_config(
     assert hub_trusted_keys(cfg) == {"from-config": stranger}
     cfg.trusted_keys = [stranger]  # type: ignore[assignment]  # a bare list in server.json
     assert hub_trusted_keys(cfg) == {"key-0": stranger}
+
+
+def test_an_unusable_trusted_key_is_logged_and_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        keys = {"broken": "-----BEGIN PUBLIC KEY-----\nnot base64\n", "empty": "", "kitchen-sat": CLIENT_PEM}
+        async with running_hub(trusted_keys=keys) as hub:
+            assert len(hub.server.router.trust) == 1  # only the usable one
+            c = await satellite(hub, "still-trusted")
+            await c.send(HiveMessage(T.PROPAGATE, utterance("echo good key")))
+            assert (await c.next_bus(SPEAK))["data"]["utterance"] == "good key"
+            await c.close()
+
+    with caplog.at_level("WARNING"):
+        run(scenario())
+    warned = [r.getMessage() for r in caplog.records if "not a usable RSA public key" in r.getMessage()]
+    assert len(warned) == 2

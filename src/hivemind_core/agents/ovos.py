@@ -73,8 +73,9 @@ class OVOSAgent(Agent):
         self._stopping = False
         #: Times the bus connection was re-established after a loss.
         self.reconnects = 0
-        #: QUERY/CASCADE requests waiting for their answer: address -> (wanted, callback).
-        self._asks: dict[str, tuple[str | None, AnswerCallback]] = {}
+        #: QUERY/CASCADE requests waiting for their answer:
+        #: address -> (the reply type that answers, callback, its timeout timer).
+        self._asks: dict[str, tuple[str | None, AnswerCallback, asyncio.TimerHandle]] = {}
         self.connected = asyncio.Event()
 
     async def _open(self, timeout: float) -> ClientConnection:
@@ -204,10 +205,10 @@ class OVOSAgent(Agent):
         context.setdefault("destination", "skills")
         mtype = message.get("type")
         wanted = "speak" if mtype == "recognizer_loop:utterance" else None
-        self._asks[address] = (wanted, answer)
-        asyncio.get_running_loop().call_later(
+        timer = asyncio.get_running_loop().call_later(
             self.config.query_timeout, self._answered, address, None
         )
+        self._asks[address] = (wanted, answer, timer)
         self._write(ws, json.dumps({**message, "context": context}, ensure_ascii=False))
 
     def _answered(self, address: str, msg: dict[str, Any] | None) -> None:
@@ -215,13 +216,14 @@ class OVOSAgent(Agent):
         pending = self._asks.get(address)
         if pending is None:
             return
-        wanted, answer = pending
+        wanted, answer, timer = pending
         mtype = msg.get("type") if msg is not None else None
         if msg is not None and wanted is not None and mtype != wanted:
             if mtype not in _UNANSWERED:
                 return  # progress messages (handler start, ...): keep waiting
             msg = None
         del self._asks[address]
+        timer.cancel()
         answer(msg)
 
     def client_connected(self, peer: str, session_id: str) -> None:
@@ -241,8 +243,11 @@ class OVOSAgent(Agent):
         )
 
     async def stop(self) -> None:
-        """Close the bus connection."""
+        """Close the bus connection (pending QUERY/CASCADE requests are dropped)."""
         self._stopping = True
+        for _, _, timer in self._asks.values():
+            timer.cancel()
+        self._asks.clear()
         ws, self._ws = self._ws, None
         if ws is not None:
             with contextlib.suppress(Exception):

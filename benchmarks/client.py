@@ -48,6 +48,7 @@ def pct(values: list[float], q: float) -> float | None:
 
 def summary(values: list[float]) -> dict[str, Any]:
     """n, p50, p99 and mean in milliseconds."""
+
     def ms(v: float | None) -> float | None:
         return round(v * 1000, 2) if v is not None else None
 
@@ -66,8 +67,12 @@ def ours(hub: harness.ReferenceHub, count: int, connects: int, workdir: Path) ->
 
     def make() -> HiveMessageBusClient:
         return HiveMessageBusClient(
-            key=creds.access_key, password=creds.password, host=hub.host, port=hub.port,
-            identity=identity, site_id="bench",
+            key=creds.access_key,
+            password=creds.password,
+            host=hub.host,
+            port=hub.port,
+            identity=identity,
+            site_id="bench",
         )
 
     connect_times = []
@@ -103,8 +108,14 @@ def reference(
     rtts: list[float] = []
     for n in range(connects):
         report = harness.run_reference_client(
-            refpython, hub.host, hub.port, creds.access_key, creds.password or "",
-            site_id="bench", timeout=40, workdir=workdir / "ref",
+            refpython,
+            hub.host,
+            hub.port,
+            creds.access_key,
+            creds.password or "",
+            site_id="bench",
+            timeout=40,
+            workdir=workdir / "ref",
             count=count if n == 0 else 1,
         )
         if not report.get("connected"):
@@ -112,8 +123,7 @@ def reference(
         connect_times.append(report["connect_s"])
         if n == 0:
             rtts = list(report["rtts"])
-    return {"connect": summary(connect_times), "roundtrip": summary(rtts),
-            "negotiated": None}
+    return {"connect": summary(connect_times), "roundtrip": summary(rtts), "negotiated": None}
 
 
 def main() -> int:
@@ -126,7 +136,10 @@ def main() -> int:
     args = ap.parse_args()
 
     refpython = harness.ref_python(log=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="hm-client-bench-") as tmp, contextlib.ExitStack() as stack:
+    with (
+        tempfile.TemporaryDirectory(prefix="hm-client-bench-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
         work = Path(tmp)
         bus = stack.enter_context(harness.ovos_bus(refpython, work / "bus"))
         hub = stack.enter_context(harness.reference_hub(refpython, bus, work / "hub"))
@@ -141,8 +154,10 @@ def main() -> int:
     print(f"{'client':<11}{'connect p50':>13}{'connect p99':>13}{'rtt p50':>10}{'rtt p99':>10}")
     for name, res in results.items():
         c, r = res["connect"], res["roundtrip"]
-        print(f"{name:<11}{c['p50_ms']:>10} ms{c['p99_ms']:>10} ms"
-              f"{r['p50_ms']:>7} ms{r['p99_ms']:>7} ms")
+        print(
+            f"{name:<11}{c['p50_ms']:>10} ms{c['p99_ms']:>10} ms"
+            f"{r['p50_ms']:>7} ms{r['p99_ms']:>7} ms"
+        )
     if results["ours"]["negotiated"]:
         print(f"ours negotiated: {results['ours']['negotiated']}")
     return 0

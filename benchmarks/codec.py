@@ -94,7 +94,9 @@ def ours(seconds: float) -> dict[str, object]:
         results["decode"][enc.value] = rate(dec_fn, seconds)  # type: ignore[index]
     link = LinkCipher(KEY, "AES-GCM")
     bframe = link.seal_bytes(encode_frame(msg, compressed=True))
-    results["binary_encode"] = rate(lambda: link.seal_bytes(encode_frame(msg, compressed=True)), seconds)
+    results["binary_encode"] = rate(
+        lambda: link.seal_bytes(encode_frame(msg, compressed=True)), seconds
+    )
     results["binary_decode"] = rate(lambda: decode_frame(link.open_bytes(bframe)), seconds)
     # Whole-connection path (what a hub does per message): encode + Connection.receive_frame.
     conn = Connection(Role.HUB)
@@ -160,7 +162,11 @@ def main() -> None:
     top = ceiling(args.seconds)
     ref = None if args.no_reference else reference(args.seconds)
     if args.json:
-        print(json.dumps({"message_bytes": size, "ours": mine, "aes_gcm_ceiling": top, "reference": ref}))
+        print(
+            json.dumps(
+                {"message_bytes": size, "ours": mine, "aes_gcm_ceiling": top, "reference": ref}
+            )
+        )
         return
     print(f"BUS message: {size} bytes of JSON; C accelerator: {mine['accelerated']}")
     print(f"raw AES-GCM encrypt (ceiling): {top:,.0f} ops/s")
@@ -184,7 +190,9 @@ def main() -> None:
             f"{top / enc_rate:>9.1f}"
         )
     print()
-    print(f"Connection.receive_frame (JSON-B64, decrypt + parse + event): {mine['connection_receive']:,.0f} frames/s")
+    print(
+        f"Connection.receive_frame (JSON-B64, decrypt + parse + event): {mine['connection_receive']:,.0f} frames/s"
+    )
     if ref is not None and None in ref["decode"].values():
         print("n/a: the reference raises decoding its own frames in that encoding")
     if ref is None:

@@ -86,7 +86,10 @@ class BenchClient:
         # Stock clients put their session in every message (the reference hub
         # kicks a non-admin whose message carries no session, i.e. "default").
         msg = dict(UTTERANCE)
-        msg["context"] = {**UTTERANCE["context"], "session": {"session_id": session, "site_id": "bench"}}
+        msg["context"] = {
+            **UTTERANCE["context"],
+            "session": {"session_id": session, "site_id": "bench"},
+        }
         self.message = msg
 
     async def start(self, timeout: float = 60) -> float:
@@ -191,7 +194,9 @@ def our_hub(workdir: Path, agent: str = "embedded", bus: Any = None) -> Iterator
     )
     try:
         harness.wait_until(lambda: harness.port_open(HOST, port), timeout=30, what="our hub")
-        yield Target(f"ours ({agent})", port, proc.pid, bench.api_key, "bench-password", idle.api_key)
+        yield Target(
+            f"ours ({agent})", port, proc.pid, bench.api_key, "bench-password", idle.api_key
+        )
     finally:
         proc.terminate()
         try:
@@ -207,7 +212,11 @@ def reference_hub(workdir: Path, bus: Any, refpython: Path) -> Iterator[Target]:
     idle = harness.make_client("idle", password=False)
     with harness.reference_hub(refpython, bus, workdir / "ref", clients=[bench, idle]) as hub:
         yield Target(
-            "reference 4.0.0", hub.port, hub.proc.pid, bench.access_key, bench.password or "",
+            "reference 4.0.0",
+            hub.port,
+            hub.proc.pid,
+            bench.access_key,
+            bench.password or "",
             idle.access_key,
         )
 
@@ -303,8 +312,12 @@ async def pipelined(sats: list[BenchClient], per: int, timeout: float) -> tuple[
 async def measure(target: Target, args: argparse.Namespace) -> dict[str, Any]:
     """Every figure for one target; a phase that fails is reported, not fatal."""
     out: dict[str, Any] = {
-        "name": target.name, "handshake_pw": [], "handshake_rsa": [], "rtt": [],
-        "throughput_1": float("nan"), "throughput_50": float("nan"),
+        "name": target.name,
+        "handshake_pw": [],
+        "handshake_rsa": [],
+        "rtt": [],
+        "throughput_1": float("nan"),
+        "throughput_50": float("nan"),
     }
     try:
         await _measure(target, args, out)
@@ -316,7 +329,10 @@ async def measure(target: Target, args: argparse.Namespace) -> dict[str, Any]:
 
 async def _measure(target: Target, args: argparse.Namespace, out: dict[str, Any]) -> None:
     # Handshake time (password, then RSA).
-    for label, key, pw in (("pw", target.bench_key, target.bench_password), ("rsa", target.idle_key, None)):
+    for label, key, pw in (
+        ("pw", target.bench_key, target.bench_password),
+        ("rsa", target.idle_key, None),
+    ):
         times = []
         for i in range(args.handshakes):
             c = BenchClient(target.port, key, pw, f"hs-{label}-{i}")
@@ -452,7 +468,9 @@ async def amain(args: argparse.Namespace) -> int:
         echo = await echo_baseline(args.rtt) if args.echo else None
     print(table(rows, echo, bus_floor))
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "echo": echo, "bus": bus_floor}, default=str))
+        Path(args.json).write_text(
+            json.dumps({"rows": rows, "echo": echo, "bus": bus_floor}, default=str)
+        )
     return 0
 
 
@@ -463,7 +481,9 @@ def main() -> int:
     ap.add_argument("--rtt", type=int, default=300)
     ap.add_argument("--pipeline", type=int, default=2000)
     ap.add_argument("--satellites", type=int, default=50)
-    ap.add_argument("--idle", type=int, default=1000, help="idle satellites for the memory figure (0 = skip)")
+    ap.add_argument(
+        "--idle", type=int, default=1000, help="idle satellites for the memory figure (0 = skip)"
+    )
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--no-echo", dest="echo", action="store_false")
     ap.add_argument("--json", help="also write raw figures to this file")

@@ -110,7 +110,6 @@ def _close_code(exc: websockets.ConnectionClosed) -> tuple[int | None, str]:
     return 1006, ""
 
 
-
 def client_ssl_context(secure: bool, self_signed: bool) -> ssl.SSLContext | None:
     """TLS settings for a client end (satellite or relay hub): ``None`` for ``ws://``;
     ``self_signed`` accepts a hub certificate no authority signed (hubs make their own)."""
@@ -121,6 +120,7 @@ def client_ssl_context(secure: bool, self_signed: bool) -> ssl.SSLContext | None
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
 
 class LinkEngine:
     """One client's link to its hub, with reconnects (see the module docstring).
@@ -312,7 +312,9 @@ class LinkEngine:
                 timeout=cfg.connect_timeout,
             )
         except asyncio.TimeoutError:
-            raise ConnectTimeout(f"no websocket from {where} within {cfg.connect_timeout:g} s") from None
+            raise ConnectTimeout(
+                f"no websocket from {where} within {cfg.connect_timeout:g} s"
+            ) from None
         except InvalidStatus as exc:
             status = exc.response.status_code
             if status in (401, 403):
@@ -323,13 +325,19 @@ class LinkEngine:
         except ssl.SSLError as exc:
             raise SecureConnectionFailed(f"TLS with {where} failed: {exc.reason or exc}") from None
         except socket.gaierror as exc:
-            raise HiveMindEntryPointNotFound(f"cannot resolve {cfg.host!r}: {exc.strerror}") from None
+            raise HiveMindEntryPointNotFound(
+                f"cannot resolve {cfg.host!r}: {exc.strerror}"
+            ) from None
         except ConnectionRefusedError:
-            raise HiveMindEntryPointNotFound(f"no hub listening at {where} (connection refused)") from None
+            raise HiveMindEntryPointNotFound(
+                f"no hub listening at {where} (connection refused)"
+            ) from None
         except (InvalidHandshake, InvalidURI) as exc:
             raise HiveMindConnectionError(f"{where} is not a HiveMind websocket: {exc}") from None
         except OSError as exc:
-            raise HiveMindEntryPointNotFound(f"cannot reach {where}: {exc.strerror or exc}") from None
+            raise HiveMindEntryPointNotFound(
+                f"cannot reach {where}: {exc.strerror or exc}"
+            ) from None
         return ws
 
     async def _handshake(
@@ -692,9 +700,11 @@ class LinkEngine:
         self.stats["intercom_opened"] += 1
         opened = HiveMessage(
             HiveMessageType.INTERCOM,
-            payload={"decrypted": inner.as_dict if inner.msg_type is not HiveMessageType.BINARY else {},
-                     "trusted": sender_alias is not None,
-                     "sender_alias": sender_alias},
+            payload={
+                "decrypted": inner.as_dict if inner.msg_type is not HiveMessageType.BINARY else {},
+                "trusted": sender_alias is not None,
+                "sender_alias": sender_alias,
+            },
             route=msg.route,
             source_peer=msg.source_peer,
             target_pubkey=msg.target_pubkey,
@@ -730,7 +740,9 @@ class LinkEngine:
     def make_intercom(self, message: HiveMessage, pubkey: str) -> HiveMessage:
         """Seal ``message`` for the node owning ``pubkey`` (hybrid, signed when we can)."""
         recipient = crypto.load_public_key(pubkey)
-        sealed = crypto.hybrid_encrypt(message.serialize().encode("utf-8"), recipient, self.private_key)
+        sealed = crypto.hybrid_encrypt(
+            message.serialize().encode("utf-8"), recipient, self.private_key
+        )
         return HiveMessage(HiveMessageType.INTERCOM, payload=sealed, target_pubkey=pubkey)
 
     # QUERY / CASCADE ------------------------------------------------------------------

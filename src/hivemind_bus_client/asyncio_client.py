@@ -202,7 +202,9 @@ class AsyncHiveMessageBusClient(ClientCore):
 
     # -- mesh helpers ------------------------------------------------------------------
 
-    async def query(self, message: HiveMessage | Message, timeout: float = 10.0) -> HiveMessage | None:
+    async def query(
+        self, message: HiveMessage | Message, timeout: float = 10.0
+    ) -> HiveMessage | None:
         """Send a QUERY wrapping ``message``; the first answer or ``None``."""
         qid, request = self._wrap_request(_T.QUERY, self.prepare(message))
         return await self._wait(

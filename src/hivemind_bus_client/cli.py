@@ -63,9 +63,15 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _connection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option("--key", default=None, help="HiveMind access key (default read from identity file)"),
-        click.option("--password", default=None, help="HiveMind password (default read from identity file)"),
-        click.option("--host", default=None, help="HiveMind host (default read from identity file)"),
+        click.option(
+            "--key", default=None, help="HiveMind access key (default read from identity file)"
+        ),
+        click.option(
+            "--password", default=None, help="HiveMind password (default read from identity file)"
+        ),
+        click.option(
+            "--host", default=None, help="HiveMind host (default read from identity file)"
+        ),
         click.option("--port", type=int, default=None, help="HiveMind port number (default: 5678)"),
         click.option(
             "--siteid",
@@ -83,8 +89,14 @@ def _message_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--msg", required=True, help="ovos message type to inject")(fn)
 
 
-def _connect(key: str | None, password: str | None, host: str | None, port: int | None,
-             siteid: str | None, **kw: Any) -> Any:
+def _connect(
+    key: str | None,
+    password: str | None,
+    host: str | None,
+    port: int | None,
+    siteid: str | None,
+    **kw: Any,
+) -> Any:
     from hivemind_bus_client.client import HiveMessageBusClient
 
     client = HiveMessageBusClient(
@@ -166,11 +178,22 @@ def test_identity() -> None:
 
 @main.command("terminal")
 @_connection_options
-@click.option("--timeout", type=float, default=10.0, show_default=True,
-              help="seconds to wait for answers after the input ends")
+@click.option(
+    "--timeout",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="seconds to wait for answers after the input ends",
+)
 @_friendly
-def terminal(key: str | None, password: str | None, host: str | None, port: int | None,
-             siteid: str | None, timeout: float) -> None:
+def terminal(
+    key: str | None,
+    password: str | None,
+    host: str | None,
+    port: int | None,
+    siteid: str | None,
+    timeout: float,
+) -> None:
     """Chat with the hub: each line you type is an utterance; answers are printed."""
     client = _connect(key, password, host, port, siteid)
     answers = threading.Semaphore(0)
@@ -194,8 +217,11 @@ def terminal(key: str | None, password: str | None, host: str | None, port: int 
             client.emit(
                 HiveMessage(
                     HiveMessageType.BUS,
-                    Message("recognizer_loop:utterance", {"utterances": [utt]},
-                            {"destination": "skills"}),
+                    Message(
+                        "recognizer_loop:utterance",
+                        {"utterances": [utt]},
+                        {"destination": "skills"},
+                    ),
                 )
             )
             sent += 1
@@ -209,9 +235,18 @@ def terminal(key: str | None, password: str | None, host: str | None, port: int 
         client.close()
 
 
-def _send_wrapped(mtype: HiveMessageType | None, key: str | None, password: str | None,
-                  host: str | None, port: int | None, siteid: str | None, msg: str,
-                  payload: str, response: str | None, timeout: float) -> None:
+def _send_wrapped(
+    mtype: HiveMessageType | None,
+    key: str | None,
+    password: str | None,
+    host: str | None,
+    port: int | None,
+    siteid: str | None,
+    msg: str,
+    payload: str,
+    response: str | None,
+    timeout: float,
+) -> None:
     message = _ovos_message(msg, payload)
     client = _connect(key, password, host, port, siteid, reconnect=False)
     try:
@@ -232,10 +267,12 @@ def _send_wrapped(mtype: HiveMessageType | None, key: str | None, password: str 
         client.close()
 
 
-_RESPONSE = click.option("--response", default=None,
-                         help="wait for a BUS answer of this OVOS type and print its data")
-_TIMEOUT = click.option("--timeout", type=float, default=10.0, show_default=True,
-                        help="seconds to wait for answers")
+_RESPONSE = click.option(
+    "--response", default=None, help="wait for a BUS answer of this OVOS type and print its data"
+)
+_TIMEOUT = click.option(
+    "--timeout", type=float, default=10.0, show_default=True, help="seconds to wait for answers"
+)
 
 
 @main.command("send-mycroft")
@@ -244,9 +281,17 @@ _TIMEOUT = click.option("--timeout", type=float, default=10.0, show_default=True
 @_RESPONSE
 @_TIMEOUT
 @_friendly
-def send_mycroft(key: str | None, password: str | None, host: str | None, port: int | None,
-                 siteid: str | None, msg: str, payload: str, response: str | None,
-                 timeout: float) -> None:
+def send_mycroft(
+    key: str | None,
+    password: str | None,
+    host: str | None,
+    port: int | None,
+    siteid: str | None,
+    msg: str,
+    payload: str,
+    response: str | None,
+    timeout: float,
+) -> None:
     """send a single mycroft message"""
     _send_wrapped(None, key, password, host, port, siteid, msg, payload, response, timeout)
 
@@ -255,22 +300,38 @@ def send_mycroft(key: str | None, password: str | None, host: str | None, port: 
 @_connection_options
 @_message_options
 @_friendly
-def escalate(key: str | None, password: str | None, host: str | None, port: int | None,
-             siteid: str | None, msg: str, payload: str) -> None:
+def escalate(
+    key: str | None,
+    password: str | None,
+    host: str | None,
+    port: int | None,
+    siteid: str | None,
+    msg: str,
+    payload: str,
+) -> None:
     """escalate a single mycroft message"""
-    _send_wrapped(HiveMessageType.ESCALATE, key, password, host, port, siteid, msg, payload,
-                  None, 0)
+    _send_wrapped(
+        HiveMessageType.ESCALATE, key, password, host, port, siteid, msg, payload, None, 0
+    )
 
 
 @main.command("propagate")
 @_connection_options
 @_message_options
 @_friendly
-def propagate(key: str | None, password: str | None, host: str | None, port: int | None,
-              siteid: str | None, msg: str, payload: str) -> None:
+def propagate(
+    key: str | None,
+    password: str | None,
+    host: str | None,
+    port: int | None,
+    siteid: str | None,
+    msg: str,
+    payload: str,
+) -> None:
     """propagate a single mycroft message"""
-    _send_wrapped(HiveMessageType.PROPAGATE, key, password, host, port, siteid, msg, payload,
-                  None, 0)
+    _send_wrapped(
+        HiveMessageType.PROPAGATE, key, password, host, port, siteid, msg, payload, None, 0
+    )
 
 
 def _answer_text(message: HiveMessage) -> str:
@@ -286,8 +347,16 @@ def _answer_text(message: HiveMessage) -> str:
 @_message_options
 @_TIMEOUT
 @_friendly
-def query(key: str | None, password: str | None, host: str | None, port: int | None,
-          siteid: str | None, msg: str, payload: str, timeout: float) -> None:
+def query(
+    key: str | None,
+    password: str | None,
+    host: str | None,
+    port: int | None,
+    siteid: str | None,
+    msg: str,
+    payload: str,
+    timeout: float,
+) -> None:
     """send a QUERY (first answer wins) and print the answer"""
     message = _ovos_message(msg, payload)
     client = _connect(key, password, host, port, siteid, reconnect=False)
@@ -305,11 +374,20 @@ def query(key: str | None, password: str | None, host: str | None, port: int | N
 @main.command("cascade")
 @_connection_options
 @_message_options
-@click.option("--timeout", type=float, default=5.0, show_default=True,
-              help="seconds to gather answers")
+@click.option(
+    "--timeout", type=float, default=5.0, show_default=True, help="seconds to gather answers"
+)
 @_friendly
-def cascade(key: str | None, password: str | None, host: str | None, port: int | None,
-            siteid: str | None, msg: str, payload: str, timeout: float) -> None:
+def cascade(
+    key: str | None,
+    password: str | None,
+    host: str | None,
+    port: int | None,
+    siteid: str | None,
+    msg: str,
+    payload: str,
+    timeout: float,
+) -> None:
     """send a CASCADE and print every answer gathered"""
     message = _ovos_message(msg, payload)
     client = _connect(key, password, host, port, siteid, reconnect=False)
@@ -328,12 +406,20 @@ def cascade(key: str | None, password: str | None, host: str | None, port: int |
 
 @main.command("ping")
 @_connection_options
-@click.option("--timeout", type=float, default=5.0, show_default=True,
-              help="seconds to collect PONGs")
+@click.option(
+    "--timeout", type=float, default=5.0, show_default=True, help="seconds to collect PONGs"
+)
 @click.option("--json", "as_json", is_flag=True, help="print the answers as JSON")
 @_friendly
-def ping(key: str | None, password: str | None, host: str | None, port: int | None,
-         siteid: str | None, timeout: float, as_json: bool) -> None:
+def ping(
+    key: str | None,
+    password: str | None,
+    host: str | None,
+    port: int | None,
+    siteid: str | None,
+    timeout: float,
+    as_json: bool,
+) -> None:
     """flood a PING and list every node that answered, with hops and round-trip time"""
     client = _connect(key, password, host, port, siteid, reconnect=False)
     try:
@@ -348,12 +434,14 @@ def ping(key: str | None, password: str | None, host: str | None, port: int | No
         rtt = None
         if isinstance(stamp, (int, float)):
             rtt = max(0.0, (pong.metadata.get("received_at") or time.time()) - stamp)
-        rows.append({
-            "peer": data.get("peer"),
-            "site_id": data.get("site_id"),
-            "hops": len(pong.route),
-            "rtt_ms": round(rtt * 1000, 1) if rtt is not None else None,
-        })
+        rows.append(
+            {
+                "peer": data.get("peer"),
+                "site_id": data.get("site_id"),
+                "hops": len(pong.route),
+                "rtt_ms": round(rtt * 1000, 1) if rtt is not None else None,
+            }
+        )
     if as_json:
         click.echo(json.dumps({"sent_at": sent, "nodes": rows}, ensure_ascii=False))
         return

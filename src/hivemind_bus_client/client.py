@@ -232,7 +232,12 @@ class ClientCore:
         hs = self._engine.handshake
         if hs is None:
             return None
-        return {"mode": hs.mode, "cipher": hs.cipher, "encoding": hs.encoding, "binarize": hs.binarize}
+        return {
+            "mode": hs.mode,
+            "cipher": hs.cipher,
+            "encoding": hs.encoding,
+            "binarize": hs.binarize,
+        }
 
     @property
     def stats(self) -> dict[str, int]:
@@ -350,7 +355,9 @@ class ClientCore:
         return ping_id, HiveMessage(_T.PROPAGATE, payload=ping)
 
     @staticmethod
-    def _wrap_request(mtype: HiveMessageType, message: HiveMessage | Message) -> tuple[str, HiveMessage]:
+    def _wrap_request(
+        mtype: HiveMessageType, message: HiveMessage | Message
+    ) -> tuple[str, HiveMessage]:
         if isinstance(message, Message):
             message = HiveMessage(_T.BUS, message)
         if message.msg_type is mtype:
@@ -687,7 +694,9 @@ class HiveMessageBusClient(ClientCore):
             return self.wait_for_mycroft(str(message_type), timeout)
         return self._wait(htype, timeout)
 
-    def wait_for_mycroft(self, mycroft_msg_type: str, timeout: float = _DEFAULT_WAIT) -> Message | None:
+    def wait_for_mycroft(
+        self, mycroft_msg_type: str, timeout: float = _DEFAULT_WAIT
+    ) -> Message | None:
         """The next BUS message of OVOS type ``mycroft_msg_type``; ``None`` on timeout."""
         msg = self._wait(_T.BUS, timeout, payload_type=mycroft_msg_type)
         return msg.payload if msg is not None else None

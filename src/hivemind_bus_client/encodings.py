@@ -84,10 +84,7 @@ def get_encoding(name: str | SupportedEncodings) -> SupportedEncodings:
 # --------------------------------------------------------------------------
 # basE91
 
-_B91 = (
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-    '!#$%&()*+,./:;<=>?@[]^_`{|}~"'
-)
+_B91 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&()*+,./:;<=>?@[]^_`{|}~"'
 # Every 13/14-bit group becomes two characters; precomputing the pairs keeps
 # the encoder's loop to one table lookup per group.
 # 13-bit groups use 0..8191, 14-bit groups 0..88 and 8192..8280: all below 8281 = 91 * 91.
@@ -352,6 +349,7 @@ _speedups = _load_speedups()
 #: True when the C accelerator is in use.
 ACCELERATED: bool = _speedups is not None
 
+
 def _c_decoder(
     c_decode: Callable[[str | bytes], bytes],
     pure: Callable[[str | bytes], bytes],
@@ -366,7 +364,11 @@ def _c_decoder(
         except ValueError as exc:
             raise error(prefix + str(exc)) from None
 
-    decode.__name__, decode.__qualname__, decode.__doc__ = pure.__name__, pure.__qualname__, pure.__doc__
+    decode.__name__, decode.__qualname__, decode.__doc__ = (
+        pure.__name__,
+        pure.__qualname__,
+        pure.__doc__,
+    )
     return decode
 
 

@@ -151,22 +151,34 @@ class _Channel:
                 self.close()
                 if reused and attempt == 0:
                     continue
-                raise HiveMindConnectionError(f"hub at {where} dropped the connection: {exc}") from None
+                raise HiveMindConnectionError(
+                    f"hub at {where} dropped the connection: {exc}"
+                ) from None
             except ssl.SSLError as exc:
                 self.close()
-                raise SecureConnectionFailed(f"TLS with {where} failed: {exc.reason or exc}") from None
+                raise SecureConnectionFailed(
+                    f"TLS with {where} failed: {exc.reason or exc}"
+                ) from None
             except socket.gaierror as exc:
                 self.close()
-                raise HiveMindEntryPointNotFound(f"cannot resolve {cfg.host!r}: {exc.strerror}") from None
+                raise HiveMindEntryPointNotFound(
+                    f"cannot resolve {cfg.host!r}: {exc.strerror}"
+                ) from None
             except ConnectionRefusedError:
                 self.close()
-                raise HiveMindEntryPointNotFound(f"no hub listening at {where} (connection refused)") from None
+                raise HiveMindEntryPointNotFound(
+                    f"no hub listening at {where} (connection refused)"
+                ) from None
             except TimeoutError:
                 self.close()
-                raise HiveMindConnectionError(f"hub at {where} did not answer {endpoint} in time") from None
+                raise HiveMindConnectionError(
+                    f"hub at {where} did not answer {endpoint} in time"
+                ) from None
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
-                raise HiveMindConnectionError(f"HTTP {endpoint} to {where} failed: {exc!r}") from None
+                raise HiveMindConnectionError(
+                    f"HTTP {endpoint} to {where} failed: {exc!r}"
+                ) from None
         try:
             data = json.loads(raw) if raw else {}
         except ValueError:
@@ -317,11 +329,17 @@ class HTTPLinkEngine(LinkEngine):
                 self._call("send", "POST", "connect"), cfg.connect_timeout
             )
         except asyncio.TimeoutError:
-            raise ConnectTimeout(f"no answer to /connect from {where} within {cfg.connect_timeout:g} s") from None
+            raise ConnectTimeout(
+                f"no answer to /connect from {where} within {cfg.connect_timeout:g} s"
+            ) from None
         if status == 401:
-            raise UnauthorizedKeyError(f"hub at {where} refused the access key: {data.get('error', '')}")
+            raise UnauthorizedKeyError(
+                f"hub at {where} refused the access key: {data.get('error', '')}"
+            )
         if status >= 400 or "error" in data:
-            raise HiveMindConnectionError(f"hub at {where} refused /connect (HTTP {status}): {data.get('error', '')}")
+            raise HiveMindConnectionError(
+                f"hub at {where} refused /connect (HTTP {status}): {data.get('error', '')}"
+            )
         self.linked = True
         conn = self._new_connection()
         try:
@@ -335,7 +353,10 @@ class HTTPLinkEngine(LinkEngine):
         hs = self.handshake
         LOG.info(
             "connected over HTTP to %s: %s handshake, cipher=%s encoding=%s",
-            cfg.redacted(), hs.mode if hs else "?", hs.cipher if hs else "?", hs.encoding if hs else "?",
+            cfg.redacted(),
+            hs.mode if hs else "?",
+            hs.cipher if hs else "?",
+            hs.encoding if hs else "?",
         )
         if self.on_state is not None:
             self.on_state(True, None)
@@ -369,7 +390,9 @@ class HTTPLinkEngine(LinkEngine):
                 keyed = keyed or now_keyed
             for event in conn.events():  # timer-driven (handshake timeout)
                 if isinstance(event, CloseRequested):
-                    raise ConnectTimeout(f"handshake with {self._where()} timed out: {event.reason}")
+                    raise ConnectTimeout(
+                        f"handshake with {self._where()} timed out: {event.reason}"
+                    )
             await self._post_frames(conn)
             if keyed:
                 return early
@@ -508,9 +531,22 @@ class HiveMindHTTPClient(HiveMessageBusClient):
         if port is None and not _has_port(host or ident.default_master or ""):
             port = DEFAULT_HTTP_PORT
         super().__init__(
-            key, password, crypto_key, host, port, useragent or DEFAULT_HTTP_USERAGENT,
-            self_signed, share_bus, compress, False, ident, internal_bus, bin_callbacks,
-            site_id, session_id, **limits,
+            key,
+            password,
+            crypto_key,
+            host,
+            port,
+            useragent or DEFAULT_HTTP_USERAGENT,
+            self_signed,
+            share_bus,
+            compress,
+            False,
+            ident,
+            internal_bus,
+            bin_callbacks,
+            site_id,
+            session_id,
+            **limits,
         )
         self.config.binarize = False
         self._engine = HTTPLinkEngine(

@@ -93,7 +93,9 @@ class NodeIdentity:
     def __init__(self, identity_file: str | os.PathLike[str] | Mapping[str, Any] | None = None):
         self._data: dict[str, Any]
         if identity_file is None or isinstance(identity_file, (str, os.PathLike)):
-            self.path = Path(identity_file) if identity_file is not None else default_identity_path()
+            self.path = (
+                Path(identity_file) if identity_file is not None else default_identity_path()
+            )
             self._data = {}
             self.reload()
         else:
@@ -311,4 +313,6 @@ class NodeIdentity:
 
     def __repr__(self) -> str:
         # Never show the password or the access key.
-        return f"NodeIdentity(path={str(self.path)!r}, name={self.name!r}, site_id={self.site_id!r})"
+        return (
+            f"NodeIdentity(path={str(self.path)!r}, name={self.name!r}, site_id={self.site_id!r})"
+        )

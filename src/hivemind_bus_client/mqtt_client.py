@@ -254,7 +254,9 @@ class MQTTLinkEngine(LinkEngine):
             with contextlib.suppress(Exception):
                 await channel.close()
             if isinstance(exc, asyncio.TimeoutError):
-                raise ConnectTimeout(f"no answer from the {where} within {cfg.connect_timeout:g} s") from None
+                raise ConnectTimeout(
+                    f"no answer from the {where} within {cfg.connect_timeout:g} s"
+                ) from None
             if isinstance(exc, ssl.SSLError) or isinstance(exc.__cause__, ssl.SSLError):
                 raise SecureConnectionFailed(f"TLS with the {where} failed: {exc}") from None
             if isinstance(exc, aiomqtt.MqttCodeError) and exc.rc in (4, 5, 134, 135):
@@ -321,7 +323,9 @@ class HiveMindMQTTClient(HiveMessageBusClient):
         tls = secure if broker_tls is None else broker_tls
         self.config.secure = bool(tls)
         cfg = self.config
-        broker = wire.Broker(cfg.host, cfg.port, broker_username, broker_password, tls, prefix, qos, keepalive)
+        broker = wire.Broker(
+            cfg.host, cfg.port, broker_username, broker_password, tls, prefix, qos, keepalive
+        )
         self._engine = MQTTLinkEngine(
             cfg, self.identity, self._registry, self._dispatch, broker=broker
         )
@@ -332,4 +336,3 @@ class HiveMindMQTTClient(HiveMessageBusClient):
         """Our ``in``, ``out`` and ``status`` topics."""
         engine: MQTTLinkEngine = self._engine  # type: ignore[assignment]
         return {d: engine.topic(self.config.key, d) for d in ("in", "out", "status")}
-

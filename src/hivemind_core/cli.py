@@ -96,7 +96,9 @@ def _state() -> _State:
 
 def _table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     """Print a plain-text table (no third-party renderer needed)."""
-    cells = [[str(c) for c in headers]] + [["" if v is None else str(v) for v in row] for row in rows]
+    cells = [[str(c) for c in headers]] + [
+        ["" if v is None else str(v) for v in row] for row in rows
+    ]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     sep = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
 
@@ -133,8 +135,11 @@ def _resolve(node_id: str | None) -> Client:
         return clients[0]
     if not sys.stdin.isatty():
         _fail("several clients exist: give a client id or access key")
-    _table("HiveMind clients:", ["ID", "Name", "Allowed Msg Types"],
-           [(c.client_id, c.name, ", ".join(c.allowed_types)) for c in clients])
+    _table(
+        "HiveMind clients:",
+        ["ID", "Name", "Allowed Msg Types"],
+        [(c.client_id, c.name, ", ".join(c.allowed_types)) for c in clients],
+    )
     choice = click.prompt("Client id or access key", type=str)
     client = db.find(choice)
     if client is None:
@@ -150,21 +155,44 @@ def _save(client: Client) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="HIVEMIND_CONFIG",
-              help="server.json to read (default: $XDG_CONFIG_HOME/hivemind-core/server.json).")
-@click.option("--db-backend", "backend", envvar="HIVEMIND_DB_BACKEND",
-              help="Database backend: sqlite (default), redis, json, or a plugin name.")
-@click.option("--db-path", envvar="HIVEMIND_DB_PATH", type=click.Path(dir_okay=False),
-              help="SQLite or JSON file (default: $XDG_DATA_HOME/hivemind-core/clients.db).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar="HIVEMIND_CONFIG",
+    help="server.json to read (default: $XDG_CONFIG_HOME/hivemind-core/server.json).",
+)
+@click.option(
+    "--db-backend",
+    "backend",
+    envvar="HIVEMIND_DB_BACKEND",
+    help="Database backend: sqlite (default), redis, json, or a plugin name.",
+)
+@click.option(
+    "--db-path",
+    envvar="HIVEMIND_DB_PATH",
+    type=click.Path(dir_okay=False),
+    help="SQLite or JSON file (default: $XDG_DATA_HOME/hivemind-core/clients.db).",
+)
 @click.option("--redis-url", envvar="HIVEMIND_REDIS_URL", help="Redis URL for the redis backend.")
 @click.option("--redis-prefix", envvar="HIVEMIND_REDIS_PREFIX", help="Key prefix in Redis.")
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens (to stderr).")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, backend: str | None, db_path: str | None,
-        redis_url: str | None, redis_prefix: str | None, verbose: bool) -> None:
+def cli(
+    ctx: click.Context,
+    config_path: str | None,
+    backend: str | None,
+    db_path: str | None,
+    redis_url: str | None,
+    redis_prefix: str | None,
+    verbose: bool,
+) -> None:
     """Administer a HiveMind hub: its clients, their permissions, and the listener."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     state = _State(config_path, backend, db_path, redis_url, redis_prefix)
     ctx.obj = state
     ctx.call_on_close(state.close)
@@ -181,17 +209,29 @@ NODE_ID = click.argument("node_id", required=False)
 @click.option("--access-key", help="Access key (default: 32 random hex digits).")
 @click.option("--password", help="Password for the handshake (default: 32 random hex digits).")
 @click.option("--crypto-key", help="Legacy pre-shared key, exactly 16 characters (deprecated).")
-@click.option("--admin", type=bool, default=False, show_default=True, help="Give administrator powers.")
-def add_client(name: str, access_key: str | None, password: str | None, crypto_key: str | None, admin: bool) -> None:
+@click.option(
+    "--admin", type=bool, default=False, show_default=True, help="Give administrator powers."
+)
+def add_client(
+    name: str, access_key: str | None, password: str | None, crypto_key: str | None, admin: bool
+) -> None:
     """Register a client and print its credentials and role."""
     if crypto_key is not None:
         if len(crypto_key) != 16:
             _fail("the encryption key needs to be exactly 16 characters")
-        click.echo("WARNING: the pre-shared encryption key is deprecated; clients should use the password.", err=True)
+        click.echo(
+            "WARNING: the pre-shared encryption key is deprecated; clients should use the password.",
+            err=True,
+        )
     state = _state()
     db = state.db
-    client = db.add_client(name=name or f"HiveMind-Node-{len(db)}", api_key=access_key,
-                           password=password, crypto_key=crypto_key, is_admin=admin)
+    client = db.add_client(
+        name=name or f"HiveMind-Node-{len(db)}",
+        api_key=access_key,
+        password=password,
+        crypto_key=crypto_key,
+        is_admin=admin,
+    )
     click.echo(f"Database backend: {db.backend_name}")
     click.echo("Credentials added to database!\n")
     click.echo(f"Node ID: {client.client_id}")
@@ -204,8 +244,10 @@ def add_client(name: str, access_key: str | None, password: str | None, crypto_k
     click.echo("\nRole (default satellite): may send")
     for msg_type in client.allowed_types:
         click.echo(f"  - {msg_type}")
-    click.echo(f"Broadcast: {client.can_broadcast and client.is_admin}  "
-               f"Escalate: {client.can_escalate}  Propagate: {client.can_propagate}")
+    click.echo(
+        f"Broadcast: {client.can_broadcast and client.is_admin}  "
+        f"Escalate: {client.can_escalate}  Propagate: {client.can_propagate}"
+    )
     click.echo("Change it with allow-msg / blacklist-msg and the allow-/blacklist- commands.")
 
 
@@ -229,10 +271,22 @@ def list_clients() -> None:
     if not clients:
         click.echo("No clients. Add one with 'hivemind-core add-client'.")
         return
-    _table("HiveMind Credentials:",
-           ["ID", "Name", "Access Key", "Password", "Crypto Key", "Admin", "Last Seen"],
-           [(c.client_id, c.name, c.api_key, c.password or "", c.crypto_key or "",
-             "yes" if c.is_admin else "", _when(c.last_seen)) for c in clients])
+    _table(
+        "HiveMind Credentials:",
+        ["ID", "Name", "Access Key", "Password", "Crypto Key", "Admin", "Last Seen"],
+        [
+            (
+                c.client_id,
+                c.name,
+                c.api_key,
+                c.password or "",
+                c.crypto_key or "",
+                "yes" if c.is_admin else "",
+                _when(c.last_seen),
+            )
+            for c in clients
+        ],
+    )
 
 
 @cli.command("rename-client")
@@ -262,22 +316,44 @@ def _flag_command(name: str, field: str, value: bool, done: str, already: str, h
         click.echo(done.format(name=client.name))
 
 
-_flag_command("make-admin", "is_admin", True, "Gave administrator powers to {name}",
-              "{name} is already an administrator!", "Give a client administrator powers.")
-_flag_command("revoke-admin", "is_admin", False, "Revoked administrator powers for {name}",
-              "{name} is not an administrator", "Take administrator powers away from a client.")
+_flag_command(
+    "make-admin",
+    "is_admin",
+    True,
+    "Gave administrator powers to {name}",
+    "{name} is already an administrator!",
+    "Give a client administrator powers.",
+)
+_flag_command(
+    "revoke-admin",
+    "is_admin",
+    False,
+    "Revoked administrator powers for {name}",
+    "{name} is not an administrator",
+    "Take administrator powers away from a client.",
+)
 for _verb, _value in (("allow", True), ("blacklist", False)):
-    for _what, _field in (("escalate", "can_escalate"), ("propagate", "can_propagate"),
-                          ("broadcast", "can_broadcast")):
+    for _what, _field in (
+        ("escalate", "can_escalate"),
+        ("propagate", "can_propagate"),
+        ("broadcast", "can_broadcast"),
+    ):
         _flag_command(
-            f"{_verb}-{_what}", _field, _value,
+            f"{_verb}-{_what}",
+            _field,
+            _value,
             ("Allowed {name} to " if _value else "Blacklisted {name} from ") + f"{_what} messages",
-            "{name} " + ("is already allowed to " if _value else "is already blacklisted from ") + f"{_what} messages",
-            ("Allow a client to " if _value else "Forbid a client to ") + f"send {_what.upper()} messages.",
+            "{name} "
+            + ("is already allowed to " if _value else "is already blacklisted from ")
+            + f"{_what} messages",
+            ("Allow a client to " if _value else "Forbid a client to ")
+            + f"send {_what.upper()} messages.",
         )
 
 
-def _list_command(name: str, arg: str, field: str, add: bool, done: str, already: str, help_: str) -> None:
+def _list_command(
+    name: str, arg: str, field: str, add: bool, done: str, already: str, help_: str
+) -> None:
     """Register a command that adds an item to, or removes it from, one list of the record."""
 
     @cli.command(name, help=help_)
@@ -298,24 +374,68 @@ def _list_command(name: str, arg: str, field: str, add: bool, done: str, already
         click.echo(done.format(name=client.name, item=item))
 
 
-_list_command("allow-msg", "msg_type", "allowed_types", True, "Allowed '{item}' for {name}",
-              "Client {name} already allowed '{item}'", "Let a client send a bus message type.")
-_list_command("blacklist-msg", "msg_type", "allowed_types", False, "Blacklisted '{item}' for {name}",
-              "Client '{name}' message already blacklisted: '{item}'",
-              "Stop a client sending a bus message type (removes it from its allowed types).")
-_list_command("blacklist-skill", "skill_id", "skill_blacklist", True, "Blacklisted '{item}' for {name}",
-              "Client {name} already blacklisted '{item}'", "Keep a skill from answering a client.")
-_list_command("allow-skill", "skill_id", "skill_blacklist", False, "Allowed '{item}' for {name}",
-              "Skill '{item}' is not blacklisted for {name}", "Let a blacklisted skill answer a client again.")
-_list_command("blacklist-intent", "intent_id", "intent_blacklist", True, "Blacklisted '{item}' for {name}",
-              "Client {name} already blacklisted '{item}'",
-              "Keep an intent (skill_id:intent_name) from answering a client.")
-_list_command("allow-intent", "intent_id", "intent_blacklist", False, "Allowed '{item}' for {name}",
-              "Intent '{item}' is not blacklisted for {name}", "Let a blacklisted intent answer a client again.")
+_list_command(
+    "allow-msg",
+    "msg_type",
+    "allowed_types",
+    True,
+    "Allowed '{item}' for {name}",
+    "Client {name} already allowed '{item}'",
+    "Let a client send a bus message type.",
+)
+_list_command(
+    "blacklist-msg",
+    "msg_type",
+    "allowed_types",
+    False,
+    "Blacklisted '{item}' for {name}",
+    "Client '{name}' message already blacklisted: '{item}'",
+    "Stop a client sending a bus message type (removes it from its allowed types).",
+)
+_list_command(
+    "blacklist-skill",
+    "skill_id",
+    "skill_blacklist",
+    True,
+    "Blacklisted '{item}' for {name}",
+    "Client {name} already blacklisted '{item}'",
+    "Keep a skill from answering a client.",
+)
+_list_command(
+    "allow-skill",
+    "skill_id",
+    "skill_blacklist",
+    False,
+    "Allowed '{item}' for {name}",
+    "Skill '{item}' is not blacklisted for {name}",
+    "Let a blacklisted skill answer a client again.",
+)
+_list_command(
+    "blacklist-intent",
+    "intent_id",
+    "intent_blacklist",
+    True,
+    "Blacklisted '{item}' for {name}",
+    "Client {name} already blacklisted '{item}'",
+    "Keep an intent (skill_id:intent_name) from answering a client.",
+)
+_list_command(
+    "allow-intent",
+    "intent_id",
+    "intent_blacklist",
+    False,
+    "Allowed '{item}' for {name}",
+    "Intent '{item}' is not blacklisted for {name}",
+    "Let a blacklisted intent answer a client again.",
+)
 
 
 @cli.command("export-clients")
-@click.option("--path", type=click.Path(), help="A file, or a directory (gets hivemind_clients.csv); default stdout.")
+@click.option(
+    "--path",
+    type=click.Path(),
+    help="A file, or a directory (gets hivemind_clients.csv); default stdout.",
+)
 def export_clients(path: str | None) -> None:
     """Export the clients' credentials as CSV (plaintext secrets: keep the file safe)."""
     clients = _state().db.list_clients()
@@ -323,7 +443,9 @@ def export_clients(path: str | None) -> None:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["client_id", "name", "is_admin", "access_key", "password", "crypto_key"])
     for c in clients:
-        writer.writerow([c.client_id, c.name, c.is_admin, c.api_key, c.password or "", c.crypto_key or ""])
+        writer.writerow(
+            [c.client_id, c.name, c.is_admin, c.api_key, c.password or "", c.crypto_key or ""]
+        )
     if path is None:
         click.echo(buf.getvalue(), nl=False)
         return
@@ -336,13 +458,23 @@ def export_clients(path: str | None) -> None:
 
 
 @cli.command("migrate-db")
-@click.option("--from", "source_backend", default="json", show_default=True,
-              help="Backend to read: json (the reference's clients.json), sqlite or redis.")
-@click.option("--from-path", type=click.Path(dir_okay=False),
-              help="Source file (default for json: $XDG_DATA_HOME/hivemind-core/clients.json).")
+@click.option(
+    "--from",
+    "source_backend",
+    default="json",
+    show_default=True,
+    help="Backend to read: json (the reference's clients.json), sqlite or redis.",
+)
+@click.option(
+    "--from-path",
+    type=click.Path(dir_okay=False),
+    help="Source file (default for json: $XDG_DATA_HOME/hivemind-core/clients.json).",
+)
 @click.option("--from-url", help="Source Redis URL.")
 @click.option("--from-prefix", help="Source Redis key prefix.")
-def migrate_db(source_backend: str, from_path: str | None, from_url: str | None, from_prefix: str | None) -> None:
+def migrate_db(
+    source_backend: str, from_path: str | None, from_url: str | None, from_prefix: str | None
+) -> None:
     """Copy clients into the current database, keeping ids and every field."""
     from hivemind_core.db.migration import copy_clients, import_reference_json
 
@@ -359,16 +491,22 @@ def migrate_db(source_backend: str, from_path: str | None, from_url: str | None,
         if from_prefix:
             source_config.redis_prefix = from_prefix
         with open_database(source_config, path=from_path, url=from_url) as source:
-            if source.backend_name == target.backend_name and _same_location(source_config, config, from_path, from_url):
+            if source.backend_name == target.backend_name and _same_location(
+                source_config, config, from_path, from_url
+            ):
                 _fail("source and target are the same database")
             report = copy_clients(source, target)
         source_label = source_backend
-    click.echo(f"Migrated from {source_label} into {target.backend_name}: "
-               f"{report.imported} imported, {report.updated} updated, {len(report.skipped)} skipped")
+    click.echo(
+        f"Migrated from {source_label} into {target.backend_name}: "
+        f"{report.imported} imported, {report.updated} updated, {len(report.skipped)} skipped"
+    )
     for client_id, reason in report.skipped:
         click.echo(f"  skipped client {client_id}: {reason}")
     if report.tombstones:
-        click.echo(f"  {len(report.tombstones)} deleted (revoked) record(s) not imported; their ids stay unused")
+        click.echo(
+            f"  {len(report.tombstones)} deleted (revoked) record(s) not imported; their ids stay unused"
+        )
     if report.skipped:
         sys.exit(1)
 
@@ -382,9 +520,13 @@ def _open_target(config: HubConfig) -> ClientDatabase:
     return open_database(config)
 
 
-def _same_location(source: HubConfig, target: HubConfig, from_path: str | None, from_url: str | None) -> bool:
+def _same_location(
+    source: HubConfig, target: HubConfig, from_path: str | None, from_url: str | None
+) -> bool:
     if source.database == "redis":
-        return (from_url or source.redis_url) == target.redis_url and source.redis_prefix == target.redis_prefix
+        return (
+            from_url or source.redis_url
+        ) == target.redis_url and source.redis_prefix == target.redis_prefix
     if from_path is None or target.db_path is None:
         return from_path == target.db_path
     return Path(from_path).resolve() == Path(target.db_path).resolve()
@@ -401,42 +543,93 @@ def print_config() -> None:
 
 @cli.command("listen")
 @click.option("--host", help="Address to bind (default from server.json, else 0.0.0.0).")
-@click.option("--port", type=click.IntRange(1, 65535), help="Port (default from server.json, else 5678).")
-@click.option("--ssl/--no-ssl", "use_ssl", default=None, help="Serve wss:// (self-signed certificate unless --cert/--key).")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), help="Port (default from server.json, else 5678)."
+)
+@click.option(
+    "--ssl/--no-ssl",
+    "use_ssl",
+    default=None,
+    help="Serve wss:// (self-signed certificate unless --cert/--key).",
+)
 @click.option("--cert", type=click.Path(dir_okay=False), help="TLS certificate (PEM).")
 @click.option("--key", type=click.Path(dir_okay=False), help="TLS private key (PEM).")
 @click.option("--agent", help="What answers satellites: embedded, ovos, or a plugin name.")
-@click.option("--upstream-host", help="Join this master hub as a satellite (nested hives; default: server.json upstream.host).")
-@click.option("--upstream-port", type=click.IntRange(1, 65535), help="The master's port (default 5678).")
+@click.option(
+    "--upstream-host",
+    help="Join this master hub as a satellite (nested hives; default: server.json upstream.host).",
+)
+@click.option(
+    "--upstream-port", type=click.IntRange(1, 65535), help="The master's port (default 5678)."
+)
 @click.option("--upstream-key", help="This hub's access key at the master.")
 @click.option("--upstream-password", help="This hub's password at the master.")
-@click.option("--upstream-share-bus/--no-upstream-share-bus", default=None,
-              help="Let the master watch this hub's bus (SHARED_BUS; default off).")
-@click.option("--http-port", type=click.IntRange(0, 65535),
-              help="Also serve the HTTP polling protocol on this port (0 = off; the reference uses 5679).")
-@click.option("--mqtt-host", help="Also serve satellites through this MQTT broker (needs the mqtt extra).")
-@click.option("--mqtt-port", type=click.IntRange(1, 65535), help="The MQTT broker's port (default 1883).")
-@click.option("--mqtt-prefix", help="MQTT topic prefix (default hivemind: hivemind/<key>/in|out|status).")
+@click.option(
+    "--upstream-share-bus/--no-upstream-share-bus",
+    default=None,
+    help="Let the master watch this hub's bus (SHARED_BUS; default off).",
+)
+@click.option(
+    "--http-port",
+    type=click.IntRange(0, 65535),
+    help="Also serve the HTTP polling protocol on this port (0 = off; the reference uses 5679).",
+)
+@click.option(
+    "--mqtt-host", help="Also serve satellites through this MQTT broker (needs the mqtt extra)."
+)
+@click.option(
+    "--mqtt-port", type=click.IntRange(1, 65535), help="The MQTT broker's port (default 1883)."
+)
+@click.option(
+    "--mqtt-prefix", help="MQTT topic prefix (default hivemind: hivemind/<key>/in|out|status)."
+)
 @click.option("--mqtt-username", help="The hub's login at the MQTT broker.")
 @click.option("--mqtt-password", help="The hub's password at the MQTT broker.")
-def listen(host: str | None, port: int | None, use_ssl: bool | None, cert: str | None, key: str | None,
-           agent: str | None, upstream_host: str | None = None, upstream_port: int | None = None,
-           upstream_key: str | None = None, upstream_password: str | None = None,
-           upstream_share_bus: bool | None = None,
-           http_port: int | None = None, mqtt_host: str | None = None, mqtt_port: int | None = None,
-           mqtt_prefix: str | None = None, mqtt_username: str | None = None,
-           mqtt_password: str | None = None) -> None:
+def listen(
+    host: str | None,
+    port: int | None,
+    use_ssl: bool | None,
+    cert: str | None,
+    key: str | None,
+    agent: str | None,
+    upstream_host: str | None = None,
+    upstream_port: int | None = None,
+    upstream_key: str | None = None,
+    upstream_password: str | None = None,
+    upstream_share_bus: bool | None = None,
+    http_port: int | None = None,
+    mqtt_host: str | None = None,
+    mqtt_port: int | None = None,
+    mqtt_prefix: str | None = None,
+    mqtt_username: str | None = None,
+    mqtt_password: str | None = None,
+) -> None:
     """Run the hub until interrupted."""
     config = _state().config
-    overrides: dict[str, Any] = {"host": host, "port": port, "ssl": use_ssl, "cert": cert, "key": key,
-                                 "agent": agent, "http_port": http_port, "mqtt_host": mqtt_host,
-                                 "mqtt_port": mqtt_port, "mqtt_prefix": mqtt_prefix,
-                                 "mqtt_username": mqtt_username, "mqtt_password": mqtt_password}
+    overrides: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "ssl": use_ssl,
+        "cert": cert,
+        "key": key,
+        "agent": agent,
+        "http_port": http_port,
+        "mqtt_host": mqtt_host,
+        "mqtt_port": mqtt_port,
+        "mqtt_prefix": mqtt_prefix,
+        "mqtt_username": mqtt_username,
+        "mqtt_password": mqtt_password,
+    }
     for name, value in overrides.items():
         if value is not None:
             setattr(config, name, value)
-    upstream = {"host": upstream_host, "port": upstream_port, "key": upstream_key, "password": upstream_password,
-                "share_bus": upstream_share_bus}
+    upstream = {
+        "host": upstream_host,
+        "port": upstream_port,
+        "key": upstream_key,
+        "password": upstream_password,
+        "share_bus": upstream_share_bus,
+    }
     for name, value in upstream.items():
         if value is not None:
             setattr(config.upstream, name, value)
@@ -461,8 +654,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _run(group: Callable[..., Any], argv: Sequence[str] | None) -> None:
     try:
-        rv = group.main(args=list(argv) if argv is not None else None, prog_name="hivemind-core",
-                        standalone_mode=False)
+        rv = group.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="hivemind-core",
+            standalone_mode=False,
+        )
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:

@@ -574,4 +574,3 @@ async def start_http_listener(
     )
     await listener.start()
     return listener
-

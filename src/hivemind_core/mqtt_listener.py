@@ -174,7 +174,9 @@ class MQTTListener:
         try:
             self._client = await asyncio.wait_for(self._connect(), self.connect_timeout)
         except asyncio.TimeoutError:
-            raise OSError(f"MQTT broker at {where} did not answer within {self.connect_timeout:g} s") from None
+            raise OSError(
+                f"MQTT broker at {where} did not answer within {self.connect_timeout:g} s"
+            ) from None
         except aiomqtt.MqttError as exc:
             raise OSError(f"cannot use the MQTT broker at {where}: {exc}") from None
         loop = asyncio.get_running_loop()
@@ -297,7 +299,7 @@ class MQTTListener:
     def _handle(self, topic: str, payload: bytes, retained: bool) -> None:
         server = self.server
         head = self.topic("", "").rstrip("/") + "/"  # "<prefix>/"
-        parts = topic[len(head):].split("/") if topic.startswith(head) else []
+        parts = topic[len(head) :].split("/") if topic.startswith(head) else []
         if len(parts) != 2 or not parts[0] or parts[1] not in ("in", "status"):
             server._count("mqtt_bad_topic")
             LOG.debug("dropped a message on unexpected topic %r", topic)

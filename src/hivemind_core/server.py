@@ -152,7 +152,9 @@ def hub_trusted_keys(config: HubConfig) -> dict[str, str]:
         extra = {f"key-{i}": pem for i, pem in enumerate(extra)}
     keys.update(extra)
     if keys:
-        LOG.info("trusting %d key(s) for PROPAGATE(BUS) and INTERCOM: %s", len(keys), ", ".join(keys))
+        LOG.info(
+            "trusting %d key(s) for PROPAGATE(BUS) and INTERCOM: %s", len(keys), ", ".join(keys)
+        )
     return keys
 
 
@@ -664,7 +666,9 @@ class HubServer:
                 link.conn.announce(link.peer, self.node_id)
                 return
             self._unregister(link)
-        peer = self.peers.claim(peer_name(link.useragent, client.client_id, client.name or "", sess.session_id))
+        peer = self.peers.claim(
+            peer_name(link.useragent, client.client_id, client.name or "", sess.session_id)
+        )
         link.peer = peer
         link.session = sess
         self.router.add_link(
@@ -845,7 +849,10 @@ class HubServer:
             if isinstance(sink, SatelliteLink) and sink.session is not None:
                 perms = self.router.links[origin].permissions  # type: ignore[index]
                 out = sink.session.stamp(
-                    payload, origin, perms.skill_blacklist, perms.intent_blacklist  # type: ignore[arg-type]
+                    payload,
+                    origin,
+                    perms.skill_blacklist,
+                    perms.intent_blacklist,  # type: ignore[arg-type]
                 )
                 if not perms.is_admin:
                     self._guard_destination(out["context"], origin)  # type: ignore[arg-type]
@@ -893,7 +900,9 @@ class HubServer:
         elif isinstance(dest, list) and any(
             isinstance(d, str) and d != origin and d in sinks for d in dest
         ):
-            context["destination"] = [d for d in dest if not (d in sinks and d != origin)] or "skills"
+            context["destination"] = [
+                d for d in dest if not (d in sinks and d != origin)
+            ] or "skills"
             self._count("destination_rewritten")
 
     def _send_to(self, peer: str, message: HiveMessage) -> None:  # reply path of handlers

@@ -99,9 +99,7 @@ class LinkSession:
 
     __slots__ = ("session", "site_id")
 
-    def __init__(
-        self, session: Any = None, site_id: Any = None, *, is_admin: bool = False
-    ) -> None:
+    def __init__(self, session: Any = None, site_id: Any = None, *, is_admin: bool = False) -> None:
         sess = clone(session) if isinstance(session, dict) else {}
         sid = sess.get("session_id")
         if not isinstance(sid, str) or not sid or (sid == DEFAULT_SESSION and not is_admin):

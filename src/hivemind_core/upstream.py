@@ -133,7 +133,9 @@ def _is_local_host(host: str) -> bool:
     return False
 
 
-def is_own_listener(up_host: str, up_port: int, listen_host: str, listen_ports: Iterable[int]) -> bool:
+def is_own_listener(
+    up_host: str, up_port: int, listen_host: str, listen_ports: Iterable[int]
+) -> bool:
     """True when ``up_host:up_port`` would reach this hub's own listener.
 
     Same port, and the upstream host is either the address the listener is

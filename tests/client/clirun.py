@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 
-def run_cli(*args: str, config: Path, stdin: str | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, config: Path, stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "HIVEMIND_"))}
     env["XDG_CONFIG_HOME"] = str(config)
     env["HOME"] = str(config.parent)

@@ -315,8 +315,11 @@ class FakeHub:
                 data = inner.payload
                 pong = HiveMessage(
                     T.PONG,
-                    payload={"ping_id": data.get("ping_id"), "peer": "fakehub",
-                             "timestamp": data.get("timestamp")},
+                    payload={
+                        "ping_id": data.get("ping_id"),
+                        "peer": "fakehub",
+                        "timestamp": data.get("timestamp"),
+                    },
                     route=[{"source": link.peer, "targets": ["fakehub"]}],
                 )
                 # A mesh takes a moment to answer; the seed-doc sample registers

@@ -26,8 +26,9 @@ def utterance(text: str) -> Message:
 def make(hub: FakeHub, identity: NodeIdentity, **kw: Any) -> AsyncHiveMessageBusClient:
     kw.setdefault("key", "sat-key")
     kw.setdefault("password", "hunter22")
-    return AsyncHiveMessageBusClient(host=hub.host, port=hub.port, identity=identity,
-                                     site_id="porch", connect_timeout=5, **kw)
+    return AsyncHiveMessageBusClient(
+        host=hub.host, port=hub.port, identity=identity, site_id="porch", connect_timeout=5, **kw
+    )
 
 
 def test_round_trip_and_async_handler_waits(hub: FakeHub, identity: NodeIdentity) -> None:
@@ -82,8 +83,13 @@ def test_query_cascade_ping_and_reconnect(hub: FakeHub, identity: NodeIdentity) 
             while client.stats["connects"] < 2 and time.monotonic() - started < 5:
                 await asyncio.sleep(0.01)
             again = await client.wait_for_response(utterance("back"), reply_type="speak")
-            return {"answer": answer, "result": result, "pongs": pongs, "again": again,
-                    "connects": client.stats["connects"]}
+            return {
+                "answer": answer,
+                "result": result,
+                "pongs": pongs,
+                "again": again,
+                "connects": client.stats["connects"],
+            }
         finally:
             await client.close()
 
@@ -103,7 +109,9 @@ def test_intercom_message_type_is_json_only(hub: FakeHub, identity: NodeIdentity
         client = make(hub, identity)
         await client.connect()
         try:
-            await client.emit_intercom(utterance("x"), crypto.public_key_pem(crypto.create_private_key()))
+            await client.emit_intercom(
+                utterance("x"), crypto.public_key_pem(crypto.create_private_key())
+            )
             for _ in range(200):
                 if hub.of_type(T.INTERCOM):
                     return

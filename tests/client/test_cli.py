@@ -26,8 +26,20 @@ def conn_args(hub: FakeHub, key: str = "sat-key", password: str = "hunter22") ->
 
 def test_set_identity_then_test_identity(hub: FakeHub, tmp_path: Path) -> None:
     config = tmp_path / "cfg"
-    proc = run_cli("set-identity", "--key", "sat-key", "--password", "hunter22", "--host",
-                   "127.0.0.1", "--port", str(hub.port), "--siteid", "Büro", config=config)
+    proc = run_cli(
+        "set-identity",
+        "--key",
+        "sat-key",
+        "--password",
+        "hunter22",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(hub.port),
+        "--siteid",
+        "Büro",
+        config=config,
+    )
     assert proc.returncode == 0, proc.stderr
     path = config / "hivemind" / "_identity.json"
     assert f"identity saved: {path}" in proc.stdout
@@ -53,9 +65,17 @@ def test_test_identity_without_identity(tmp_path: Path) -> None:
 
 
 def test_send_mycroft_with_response(hub: FakeHub, tmp_path: Path) -> None:
-    proc = run_cli("send-mycroft", *conn_args(hub), "--msg", "recognizer_loop:utterance",
-                   "--payload", '{"utterances": ["olá"]}', "--response", "speak",
-                   config=tmp_path / "cfg")
+    proc = run_cli(
+        "send-mycroft",
+        *conn_args(hub),
+        "--msg",
+        "recognizer_loop:utterance",
+        "--payload",
+        '{"utterances": ["olá"]}',
+        "--response",
+        "speak",
+        config=tmp_path / "cfg",
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == "== connected to HiveMind"
@@ -64,8 +84,15 @@ def test_send_mycroft_with_response(hub: FakeHub, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("command", ["send-mycroft", "escalate", "propagate"])
 def test_one_shot_commands_reach_the_hub(hub: FakeHub, tmp_path: Path, command: str) -> None:
-    proc = run_cli(command, *conn_args(hub), "--msg", "my.event", "--payload", '{"n": 1}',
-                   config=tmp_path / "cfg")
+    proc = run_cli(
+        command,
+        *conn_args(hub),
+        "--msg",
+        "my.event",
+        "--payload",
+        '{"n": 1}',
+        config=tmp_path / "cfg",
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("== connected to HiveMind")
     expected = {"send-mycroft": "bus", "escalate": "escalate", "propagate": "propagate"}[command]
@@ -76,8 +103,14 @@ def test_one_shot_commands_reach_the_hub(hub: FakeHub, tmp_path: Path, command: 
 
 
 def test_terminal(hub: FakeHub, tmp_path: Path) -> None:
-    proc = run_cli("terminal", *conn_args(hub), "--siteid", "den", config=tmp_path / "cfg",
-                   stdin="hello\n\nhow are you\n")
+    proc = run_cli(
+        "terminal",
+        *conn_args(hub),
+        "--siteid",
+        "den",
+        config=tmp_path / "cfg",
+        stdin="hello\n\nhow are you\n",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "== connected to HiveMind" in proc.stdout
     assert "> echo: hello" in proc.stdout
@@ -102,8 +135,9 @@ def test_query_cascade_ping(hub: FakeHub, tmp_path: Path) -> None:
 
 
 def test_wrong_key(hub: FakeHub, tmp_path: Path) -> None:
-    proc = run_cli("send-mycroft", *conn_args(hub, key="wrong"), "--msg", "x",
-                   config=tmp_path / "cfg")
+    proc = run_cli(
+        "send-mycroft", *conn_args(hub, key="wrong"), "--msg", "x", config=tmp_path / "cfg"
+    )
     assert_one_line_error(proc, "UnauthorizedKeyError", "access key")
 
 
@@ -114,12 +148,23 @@ def test_wrong_password(hub: FakeHub, tmp_path: Path) -> None:
 
 def test_no_hub_listening(tmp_path: Path) -> None:
     port = free_port()
-    proc = run_cli("ping", "--key", "k", "--password", "p", "--host", "127.0.0.1",
-                   "--port", str(port), config=tmp_path / "cfg")
+    proc = run_cli(
+        "ping",
+        "--key",
+        "k",
+        "--password",
+        "p",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        config=tmp_path / "cfg",
+    )
     assert_one_line_error(proc, "HiveMindEntryPointNotFound", str(port))
 
 
 def test_bad_payload(hub: FakeHub, tmp_path: Path) -> None:
-    proc = run_cli("send-mycroft", *conn_args(hub), "--msg", "x", "--payload", "{nope",
-                   config=tmp_path / "cfg")
+    proc = run_cli(
+        "send-mycroft", *conn_args(hub), "--msg", "x", "--payload", "{nope", config=tmp_path / "cfg"
+    )
     assert_one_line_error(proc, "--payload")

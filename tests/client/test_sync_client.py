@@ -115,8 +115,9 @@ def test_no_common_encoding(make_client: MakeClient) -> None:
 
 def test_nothing_listening(make_client: MakeClient) -> None:
     port = free_port()
-    client = HiveMessageBusClient(key="k", password="p", host="127.0.0.1", port=port,
-                                  identity=NodeIdentity({}))
+    client = HiveMessageBusClient(
+        key="k", password="p", host="127.0.0.1", port=port, identity=NodeIdentity({})
+    )
     with pytest.raises(HiveMindEntryPointNotFound, match=str(port)):
         client.connect()
 
@@ -139,8 +140,14 @@ def test_silent_server_times_out() -> None:
     thread.start()
     time.sleep(0.3)
     try:
-        client = HiveMessageBusClient(key="k", password="p", host="127.0.0.1", port=port,
-                                      identity=NodeIdentity({}), connect_timeout=0.5)
+        client = HiveMessageBusClient(
+            key="k",
+            password="p",
+            host="127.0.0.1",
+            port=port,
+            identity=NodeIdentity({}),
+            connect_timeout=0.5,
+        )
         started = time.monotonic()
         with pytest.raises(ConnectTimeout):
             client.connect()
@@ -237,8 +244,9 @@ def test_binary_handlers(hub: FakeHub, make_client: MakeClient) -> None:
     got: list[tuple[bytes, str]] = []
 
     class Callbacks(BinaryDataCallbacks):
-        def handle_receive_tts(self, bin_data: bytes, utterance: str, lang: str,
-                               file_name: str) -> None:
+        def handle_receive_tts(
+            self, bin_data: bytes, utterance: str, lang: str, file_name: str
+        ) -> None:
             got.append((bin_data, utterance))
 
     client = make_client(hub, bin_callbacks=Callbacks())
@@ -246,8 +254,12 @@ def test_binary_handlers(hub: FakeHub, make_client: MakeClient) -> None:
     seen: list[tuple[bytes, dict[str, Any]]] = []
     client.on_bin(T.BINARY, lambda data, ctx: seen.append((data, ctx)))
     hub.send_to_all(
-        HiveMessage(T.BINARY, b"\x00\x01wav", bin_type=HiveMindBinaryPayloadType.TTS_AUDIO,
-                    metadata={"utterance": "hi", "lang": "en"})
+        HiveMessage(
+            T.BINARY,
+            b"\x00\x01wav",
+            bin_type=HiveMindBinaryPayloadType.TTS_AUDIO,
+            metadata={"utterance": "hi", "lang": "en"},
+        )
     )
     eventually(lambda: got and seen)
     assert got == [(b"\x00\x01wav", "hi")]
@@ -257,7 +269,9 @@ def test_binary_handlers(hub: FakeHub, make_client: MakeClient) -> None:
 # -- reconnect -----------------------------------------------------------------------
 
 
-def test_reconnect_after_drop_keeps_handlers_and_session(hub: FakeHub, make_client: MakeClient) -> None:
+def test_reconnect_after_drop_keeps_handlers_and_session(
+    hub: FakeHub, make_client: MakeClient
+) -> None:
     client = make_client(hub)
     client.connect()
     first_conn = client.protocol.conn
@@ -388,8 +402,9 @@ def _intercom_for(client: HiveMessageBusClient, sender: Any, inner: HiveMessage)
     return HiveMessage(T.INTERCOM, payload=sealed, target_pubkey=pub)
 
 
-def test_intercom_trusted_and_untrusted(hub: FakeHub, make_client: MakeClient,
-                                        identity: NodeIdentity, tmp_path: Any) -> None:
+def test_intercom_trusted_and_untrusted(
+    hub: FakeHub, make_client: MakeClient, identity: NodeIdentity, tmp_path: Any
+) -> None:
     identity.create_keys(tmp_path / "me.pem")
     friend, stranger = crypto.create_private_key(), crypto.create_private_key()
     identity.add_trusted_key("friend", crypto.public_key_pem(friend))
@@ -430,8 +445,9 @@ def test_with_hivemind_decorator(hub: FakeHub, identity: NodeIdentity) -> None:
 
     seen: list[bool] = []
 
-    @with_hivemind(key="sat-key", password="hunter22", host="127.0.0.1", port=hub.port,
-                   identity=identity)
+    @with_hivemind(
+        key="sat-key", password="hunter22", host="127.0.0.1", port=hub.port, identity=identity
+    )
     def service(client: HiveMessageBusClient, word: str) -> str | None:
         seen.append(client.connected)
         reply = client.wait_for_response(utterance(word), reply_type="speak")

@@ -31,8 +31,11 @@ T = HiveMessageType
 
 def response(qid: str, responder: str, text: str = "x") -> HiveMessage:
     inner = HiveMessage(T.BUS, Message("speak", {"utterance": text}))
-    return HiveMessage(T.CASCADE, payload=inner,
-                       metadata={"query_id": qid, "is_response": True, "responder_peer": responder})
+    return HiveMessage(
+        T.CASCADE,
+        payload=inner,
+        metadata={"query_id": qid, "is_response": True, "responder_peer": responder},
+    )
 
 
 # -- CascadeAggregator -------------------------------------------------------------------
@@ -137,8 +140,9 @@ def test_registry_routes_bus_broadcast_and_nested_ping() -> None:
     for fn, args in reg.collect(bus, "kitchen"):
         fn(*args)
     for target, expected in (("kitchen", 2), ("garage", 2), (None, 3)):
-        msg = HiveMessage(T.BROADCAST, payload=HiveMessage(T.BUS, Message("speak", {})),
-                          target_site_id=target)
+        msg = HiveMessage(
+            T.BROADCAST, payload=HiveMessage(T.BUS, Message("speak", {})), target_site_id=target
+        )
         for fn, args in reg.collect(msg, "kitchen"):
             fn(*args)
         assert len(speak) == expected
@@ -175,9 +179,17 @@ def test_config_url_and_authorization() -> None:
     assert _config.authorization("HiveMessageBusClientV0.0.1", "ACCESSKEY") == (
         "SGl2ZU1lc3NhZ2VCdXNDbGllbnRWMC4wLjE6QUNDRVNTS0VZ"
     )
-    cfg, _ = _config.resolve(identity=NodeIdentity({}), key="K", password=None, crypto_key=None,
-                             host="wss://hub.local:9000", port=None, useragent="MyUA",
-                             site_id=None, session_id=None)
+    cfg, _ = _config.resolve(
+        identity=NodeIdentity({}),
+        key="K",
+        password=None,
+        crypto_key=None,
+        host="wss://hub.local:9000",
+        port=None,
+        useragent="MyUA",
+        site_id=None,
+        session_id=None,
+    )
     assert cfg.secure and cfg.port == 9000 and cfg.site_id == "unknown"
     assert cfg.url == "wss://hub.local:9000/?authorization=TXlVQTpL"
     assert "K" not in cfg.redacted().replace("KS", "")
@@ -185,11 +197,29 @@ def test_config_url_and_authorization() -> None:
 
 def test_config_requires_key_and_host() -> None:
     with pytest.raises(ConfigurationError, match="access key"):
-        _config.resolve(identity=NodeIdentity({}), key=None, password="p", crypto_key=None,
-                        host="h", port=None, useragent=None, site_id=None, session_id=None)
+        _config.resolve(
+            identity=NodeIdentity({}),
+            key=None,
+            password="p",
+            crypto_key=None,
+            host="h",
+            port=None,
+            useragent=None,
+            site_id=None,
+            session_id=None,
+        )
     with pytest.raises(ConfigurationError, match="host"):
-        _config.resolve(identity=NodeIdentity({}), key="k", password="p", crypto_key=None,
-                        host=None, port=None, useragent=None, site_id=None, session_id=None)
+        _config.resolve(
+            identity=NodeIdentity({}),
+            key="k",
+            password="p",
+            crypto_key=None,
+            host=None,
+            port=None,
+            useragent=None,
+            site_id=None,
+            session_id=None,
+        )
 
 
 def test_identity_round_trip_keys_and_trust(tmp_path: Path) -> None:

@@ -195,7 +195,9 @@ def test_tampered_frame_closes_with_1008():
 
 
 def test_handshake_timeout():
-    hub = Connection(Role.HUB, password="pw", private_key=HUB_KEY, handshake_timeout=5, resend_offer=())
+    hub = Connection(
+        Role.HUB, password="pw", private_key=HUB_KEY, handshake_timeout=5, resend_offer=()
+    )
     hub.start(100.0)
     assert hub.get_timer() == 105.0
     hub.handle_timer(104.9)

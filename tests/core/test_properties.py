@@ -31,11 +31,11 @@ json_value = st.recursive(
     max_leaves=12,
 )
 json_obj = st.dictionaries(text, json_value, max_size=5)
-small_meta = st.dictionaries(st.text(max_size=8), st.integers(0, 1000) | st.text(max_size=8), max_size=4)
+small_meta = st.dictionaries(
+    st.text(max_size=8), st.integers(0, 1000) | st.text(max_size=8), max_size=4
+)
 
-JSON_TYPES = [
-    t for t in HiveMessageType if t not in (HiveMessageType.BINARY,)
-]
+JSON_TYPES = [t for t in HiveMessageType if t not in (HiveMessageType.BINARY,)]
 TRANSPORT = [
     HiveMessageType.BROADCAST,
     HiveMessageType.PROPAGATE,
@@ -77,7 +77,9 @@ def same(a: HiveMessage, b: HiveMessage, binary: bool) -> bool:
         if a.msg_type is HiveMessageType.BINARY:
             return a == b
         return (
-            a.msg_type == b.msg_type and a.payload_dict() == b.payload_dict() and a.metadata == b.metadata
+            a.msg_type == b.msg_type
+            and a.payload_dict() == b.payload_dict()
+            and a.metadata == b.metadata
         )
     return a.as_dict == b.as_dict
 
@@ -114,7 +116,10 @@ def test_encoding_round_trip(data, enc):
     assert encodings.decode(encodings.encode(data, enc), enc) == data
 
 
-KEYS = {SupportedCiphers.AES_GCM: bytes(range(32)), SupportedCiphers.CHACHA20_POLY1305: bytes(range(32))}
+KEYS = {
+    SupportedCiphers.AES_GCM: bytes(range(32)),
+    SupportedCiphers.CHACHA20_POLY1305: bytes(range(32)),
+}
 
 
 @FAST

@@ -79,7 +79,9 @@ class HubThread:
             self.db = open_database(self.cfg, backend="sqlite", path=self.cfg.db_path)
             self.server = HubServer(self.cfg, self.db, EmbeddedAgent(self.cfg), private_key=HUB_KEY)
             await self.server.start()
-            self.listener = await start_http_listener(self.server, "127.0.0.1", 0, **self.listener_options)
+            self.listener = await start_http_listener(
+                self.server, "127.0.0.1", 0, **self.listener_options
+            )
 
         asyncio.run_coroutine_threadsafe(up(), self.loop).result(20)
         return self
@@ -271,8 +273,14 @@ def test_nothing_listening_is_entry_point_not_found() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    client = HiveMindHTTPClient(key="k", password="p", host="127.0.0.1", port=port,
-                                identity=NodeIdentity({}), reconnect=False)
+    client = HiveMindHTTPClient(
+        key="k",
+        password="p",
+        host="127.0.0.1",
+        port=port,
+        identity=NodeIdentity({}),
+        reconnect=False,
+    )
     with pytest.raises(HiveMindEntryPointNotFound):
         client.connect()
 
@@ -280,7 +288,10 @@ def test_nothing_listening_is_entry_point_not_found() -> None:
 def test_two_clients_get_only_their_own_replies(hub: HubThread) -> None:
     a_row = hub.add_client("a")
     b_row = hub.add_client("b")
-    with client_for(hub, a_row.api_key, site_id="a") as a, client_for(hub, b_row.api_key, site_id="b") as b:
+    with (
+        client_for(hub, a_row.api_key, site_id="a") as a,
+        client_for(hub, b_row.api_key, site_id="b") as b,
+    ):
         seen_a: list[str] = []
         seen_b: list[str] = []
         a.on_mycroft("speak", lambda m: seen_a.append(m.data["utterance"]))
@@ -301,8 +312,13 @@ def test_hub_side_close_reaches_the_client(hub: HubThread) -> None:
     client = client_for(hub, row.api_key, reconnect=False, poll_interval=0.1)
     client.connect()
     try:
-        hub.call(lambda: hub.db.delete_client(row.client_id) if hasattr(hub.db, "delete_client")
-                 else hub.db.revoke_client(row.client_id))
+        hub.call(
+            lambda: (
+                hub.db.delete_client(row.client_id)
+                if hasattr(hub.db, "delete_client")
+                else hub.db.revoke_client(row.client_id)
+            )
+        )
         deadline = time.monotonic() + 5
         while client.connected and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -316,7 +332,9 @@ def test_hub_side_close_reaches_the_client(hub: HubThread) -> None:
 # -- the listener against malformed input ------------------------------------------------
 
 
-def test_malformed_requests_get_http_errors_and_never_crash(make_hub: Callable[..., HubThread]) -> None:
+def test_malformed_requests_get_http_errors_and_never_crash(
+    make_hub: Callable[..., HubThread],
+) -> None:
     hub = make_hub(failed_auth_budget=100)
     port = hub.port
     row = hub.add_client("sat")
@@ -335,7 +353,10 @@ def test_malformed_requests_get_http_errors_and_never_crash(make_hub: Callable[.
     assert raw(port, "POST", "/connect" + q) == (200, {"status": "Connected"})
     # missing message
     body, headers = form(other="x")
-    assert raw(port, "POST", "/send_message" + q, body, headers) == (400, {"error": "Missing message"})
+    assert raw(port, "POST", "/send_message" + q, body, headers) == (
+        400,
+        {"error": "Missing message"},
+    )
     # huge body: refused before it is read
     answer = raw_bytes(
         port,
@@ -369,7 +390,9 @@ def test_malformed_requests_get_http_errors_and_never_crash(make_hub: Callable[.
     client = client_for(hub, row.api_key)
     client.connect()
     try:
-        answer_msg = client.wait_for_response(utterance("echo still alive"), reply_type="speak", timeout=5)
+        answer_msg = client.wait_for_response(
+            utterance("echo still alive"), reply_type="speak", timeout=5
+        )
         assert answer_msg is not None and answer_msg.payload.data["utterance"] == "still alive"
     finally:
         client.close()
@@ -422,7 +445,9 @@ def test_client_reconnects_after_a_retryable_hub_close(hub: HubThread) -> None:
         while client.stats["connects"] < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert client.stats["connects"] == 2, "the client did not reconnect"
-        answer = client.wait_for_response(utterance("echo back again"), reply_type="speak", timeout=5)
+        answer = client.wait_for_response(
+            utterance("echo back again"), reply_type="speak", timeout=5
+        )
         assert answer is not None and answer.payload.data["utterance"] == "back again"
         assert client.fatal_error is None
     finally:
@@ -438,16 +463,24 @@ def test_binary_frames_both_ways(hub: HubThread) -> None:
     class Reverse(BinaryHandler):
         def handle(self, message: HiveMessage, peer: str, reply: Any) -> None:
             got.append(message.payload)
-            reply(HiveMessage(HiveMessageType.BINARY, payload=message.payload[::-1],
-                              metadata={"file_name": "r.bin"}, bin_type=HiveMindBinaryPayloadType.FILE))
+            reply(
+                HiveMessage(
+                    HiveMessageType.BINARY,
+                    payload=message.payload[::-1],
+                    metadata={"file_name": "r.bin"},
+                    bin_type=HiveMindBinaryPayloadType.FILE,
+                )
+            )
 
     hub.call(lambda: setattr(hub.server, "binary_handler", Reverse()))
     row = hub.add_client("sat")
     with client_for(hub, row.api_key) as client:
         back: list[tuple[bytes, dict[str, Any]]] = []
         client.on_bin(HiveMessageType.BINARY, lambda data, ctx: back.append((data, ctx)))
-        client.emit(HiveMessage(HiveMessageType.BINARY, b"\x00\x01\x02\xff"),
-                    binary_type=HiveMindBinaryPayloadType.RAW_AUDIO)
+        client.emit(
+            HiveMessage(HiveMessageType.BINARY, b"\x00\x01\x02\xff"),
+            binary_type=HiveMindBinaryPayloadType.RAW_AUDIO,
+        )
         deadline = time.monotonic() + 5
         while not back and time.monotonic() < deadline:
             time.sleep(0.02)

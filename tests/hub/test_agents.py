@@ -42,7 +42,11 @@ def test_embedded_reply_swaps_source_and_destination() -> None:
         {
             "type": "recognizer_loop:utterance",
             "data": {"utterances": ["echo hi"], "lang": "pt-PT"},
-            "context": {"source": "ua::1::sat::s", "destination": "skills", "session": {"session_id": "s"}},
+            "context": {
+                "source": "ua::1::sat::s",
+                "destination": "skills",
+                "session": {"session_id": "s"},
+            },
         }
     )
     agent.inject({"type": "something.else", "data": {}, "context": {}})
@@ -127,7 +131,9 @@ async def bus_and_agent(**cfg: Any) -> tuple[FakeBus, OVOSAgent, list[dict[str, 
 def test_ovos_agent_relays_and_reconnects_after_a_bus_restart() -> None:
     async def scenario() -> None:
         bus, agent, replies = await bus_and_agent()
-        agent.inject({"type": "recognizer_loop:utterance", "data": {}, "context": {"source": "a::1::b::c"}})
+        agent.inject(
+            {"type": "recognizer_loop:utterance", "data": {}, "context": {"source": "a::1::b::c"}}
+        )
         for _ in range(50):
             if bus.seen:
                 break
@@ -172,7 +178,10 @@ def test_ovos_agent_ignores_malformed_bus_messages() -> None:
                 break
             await asyncio.sleep(0.02)
         junk = [
-            "not json ::", '["a::b"]', '{"type": "x", "context": "a::b"', b"\x00::\xff",
+            "not json ::",
+            '["a::b"]',
+            '{"type": "x", "context": "a::b"',
+            b"\x00::\xff",
             # addressed to a QUERY this agent never asked, or with odd fields
             '{"type": "speak", "context": {"destination": "hive.query::nobody"}}',
             '{"type": 7, "data": [], "context": {"destination": "hive.query::", "source": 3}}',
@@ -234,7 +243,11 @@ def test_ovos_agent_answers_a_query_from_the_bus(bus_replies: list[str], expecte
         assert request["context"]["destination"] == "skills"
         for n, mtype in enumerate(bus_replies):
             await bus.emit(
-                {"type": mtype, "data": {"n": n}, "context": {"source": "skills", "destination": address}}
+                {
+                    "type": mtype,
+                    "data": {"n": n},
+                    "context": {"source": "skills", "destination": address},
+                }
             )
         for _ in range(100):
             if answers:
@@ -245,7 +258,9 @@ def test_ovos_agent_answers_a_query_from_the_bus(bus_replies: list[str], expecte
         if expected is None:
             assert answers == [None]
         else:
-            assert answers[0]["type"] == expected and answers[0]["data"] == {"n": bus_replies.index(expected)}
+            assert answers[0]["type"] == expected and answers[0]["data"] == {
+                "n": bus_replies.index(expected)
+            }
         assert replies == []  # nothing addressed to a query reaches the hub's reply path
         await agent.stop()
         await bus.stop()

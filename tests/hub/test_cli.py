@@ -53,8 +53,12 @@ def _invoke_in_process(args: Sequence[str], env: dict[str, str], stdin: str | No
 
     out, err = io.StringIO(), io.StringIO()
     code = 0
-    with mock.patch.dict(os.environ, env, clear=True), contextlib.redirect_stdout(out), \
-            contextlib.redirect_stderr(err), mock.patch("sys.stdin", io.StringIO(stdin or "")):
+    with (
+        mock.patch.dict(os.environ, env, clear=True),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+        mock.patch("sys.stdin", io.StringIO(stdin or "")),
+    ):
         try:
             cli.main(list(args))
         except SystemExit as exc:
@@ -67,7 +71,12 @@ def _runner(env: dict[str, str], *, spawn: bool = False) -> Run:
         if spawn:
             proc: Any = subprocess.run(
                 [sys.executable, "-m", "hivemind_core.cli", *args],
-                env=env, capture_output=True, text=True, encoding="utf-8", timeout=60, input=stdin,
+                env=env,
+                capture_output=True,
+                text=True,
+                encoding="utf-8",
+                timeout=60,
+                input=stdin,
             )
         else:
             proc = _invoke_in_process(args, env, stdin)
@@ -133,13 +142,28 @@ def test_add_client_prints_credentials_and_default_role(spawn: Run, db: ClientDa
 
 
 def test_add_client_with_every_option(run: Run, db: ClientDatabase) -> None:
-    proc = run("add-client", "--name", "Büro", "--access-key", "k1", "--password", "pw",
-               "--crypto-key", "0123456789abcdef", "--admin", "true")
+    proc = run(
+        "add-client",
+        "--name",
+        "Büro",
+        "--access-key",
+        "k1",
+        "--password",
+        "pw",
+        "--crypto-key",
+        "0123456789abcdef",
+        "--admin",
+        "true",
+    )
     assert "Encryption Key: 0123456789abcdef" in proc.stdout
     assert "deprecated" in proc.stderr
     client = db.get_client_by_api_key("k1")
     assert (client.name, client.password, client.crypto_key, client.is_admin) == (
-        "Büro", "pw", "0123456789abcdef", True)
+        "Büro",
+        "pw",
+        "0123456789abcdef",
+        True,
+    )
 
 
 @pytest.mark.parametrize(
@@ -152,7 +176,9 @@ def test_add_client_with_every_option(run: Run, db: ClientDatabase) -> None:
         (("--bogus",), "--bogus"),
     ],
 )
-def test_add_client_errors(spawn: Run, db: ClientDatabase, args: tuple[str, ...], message: str) -> None:
+def test_add_client_errors(
+    spawn: Run, db: ClientDatabase, args: tuple[str, ...], message: str
+) -> None:
     proc = spawn("add-client", *args, ok=False)
     assert message in proc.stderr
     assert db.list_clients() == []
@@ -177,8 +203,17 @@ def test_list_clients_table(run: Run) -> None:
     assert out.startswith("HiveMind Credentials:")
     header = next(line for line in out.splitlines() if line.startswith("| ID"))
     assert [h.strip() for h in header.strip("|").split("|")] == [
-        "ID", "Name", "Access Key", "Password", "Crypto Key", "Admin", "Last Seen"]
-    rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| ID")]
+        "ID",
+        "Name",
+        "Access Key",
+        "Password",
+        "Crypto Key",
+        "Admin",
+        "Last Seen",
+    ]
+    rows = [
+        line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| ID")
+    ]
     assert len(rows) == 2
     assert "sat1" in rows[0] and "key-one" in rows[0] and "pw1" in rows[0] and "never" in rows[0]
     assert "Büro" in rows[1] and "yes" in rows[1]
@@ -186,7 +221,10 @@ def test_list_clients_table(run: Run) -> None:
 
 def test_rename_by_id_and_by_key(run: Run, db: ClientDatabase) -> None:
     info = _add(run, "--name", "old", "--access-key", "k1")
-    assert run("rename-client", info["Node ID"], "--name", "new").stdout.strip() == "Renamed 'old' to new"
+    assert (
+        run("rename-client", info["Node ID"], "--name", "new").stdout.strip()
+        == "Renamed 'old' to new"
+    )
     assert run("rename-client", "k1", "--name", "Küche").stdout.strip() == "Renamed 'new' to Küche"
     assert db.get_client_by_api_key("k1").name == "Küche"
     proc = run("rename-client", "k1", ok=False)
@@ -225,7 +263,10 @@ def test_allow_and_blacklist_msg(run: Run, db: ClientDatabase) -> None:
     assert db.get_client_by_api_key("k1").allowed_types[-1] == "speak"
     assert run("allow-msg", "speak", "k1").stdout.strip() == "Client sat already allowed 'speak'"
     assert db.get_client_by_api_key("k1").allowed_types.count("speak") == 1
-    assert run("blacklist-msg", "speak:b64_audio", "k1").stdout.strip() == "Blacklisted 'speak:b64_audio' for sat"
+    assert (
+        run("blacklist-msg", "speak:b64_audio", "k1").stdout.strip()
+        == "Blacklisted 'speak:b64_audio' for sat"
+    )
     allowed = db.get_client_by_api_key("k1").allowed_types
     assert "speak:b64_audio" not in allowed and "speak" in allowed
     assert "already blacklisted" in run("blacklist-msg", "speak:b64_audio", "k1").stdout
@@ -234,11 +275,16 @@ def test_allow_and_blacklist_msg(run: Run, db: ClientDatabase) -> None:
     assert "recognizer_loop:utterance" not in db.get_client_by_api_key("k1").allowed_types
 
 
-@pytest.mark.parametrize(("noun", "field", "item"), [
-    ("skill", "skill_blacklist", "jokes.skill"),
-    ("intent", "intent_blacklist", "weather.skill:WeatherIntent"),
-])
-def test_skill_and_intent_blacklists(run: Run, db: ClientDatabase, noun: str, field: str, item: str) -> None:
+@pytest.mark.parametrize(
+    ("noun", "field", "item"),
+    [
+        ("skill", "skill_blacklist", "jokes.skill"),
+        ("intent", "intent_blacklist", "weather.skill:WeatherIntent"),
+    ],
+)
+def test_skill_and_intent_blacklists(
+    run: Run, db: ClientDatabase, noun: str, field: str, item: str
+) -> None:
     _add(run, "--name", "sat", "--access-key", "k1")
     assert "is not blacklisted" in run(f"allow-{noun}", item, "k1").stdout
     assert run(f"blacklist-{noun}", item, "k1").stdout.strip() == f"Blacklisted '{item}' for sat"
@@ -257,7 +303,10 @@ def test_cli_edit_bumps_revision_seen_by_a_running_hub(spawn: Run, db: ClientDat
     assert Permissions.from_record(db.get_client(client.client_id)).can_escalate is False
     spawn("blacklist-msg", "recognizer_loop:utterance", "k1")
     assert db.revision() != after
-    assert "recognizer_loop:utterance" not in Permissions.from_record(db.get_client(client.client_id)).allowed_types
+    assert (
+        "recognizer_loop:utterance"
+        not in Permissions.from_record(db.get_client(client.client_id)).allowed_types
+    )
 
 
 # ---- delete -----------------------------------------------------------------
@@ -281,10 +330,22 @@ def test_delete_client_removes_credentials_for_good(run: Run, db: ClientDatabase
 # ---- addressing errors --------------------------------------------------------
 
 ADDRESSED = [
-    ("delete-client",), ("rename-client", "--name", "x"), ("make-admin",), ("revoke-admin",),
-    ("allow-msg", "t"), ("blacklist-msg", "t"), ("allow-skill", "s"), ("blacklist-skill", "s"),
-    ("allow-intent", "i"), ("blacklist-intent", "i"), ("allow-escalate",), ("blacklist-escalate",),
-    ("allow-propagate",), ("blacklist-propagate",), ("allow-broadcast",), ("blacklist-broadcast",),
+    ("delete-client",),
+    ("rename-client", "--name", "x"),
+    ("make-admin",),
+    ("revoke-admin",),
+    ("allow-msg", "t"),
+    ("blacklist-msg", "t"),
+    ("allow-skill", "s"),
+    ("blacklist-skill", "s"),
+    ("allow-intent", "i"),
+    ("blacklist-intent", "i"),
+    ("allow-escalate",),
+    ("blacklist-escalate",),
+    ("allow-propagate",),
+    ("blacklist-propagate",),
+    ("allow-broadcast",),
+    ("blacklist-broadcast",),
 ]
 
 
@@ -296,9 +357,17 @@ def test_unknown_client_is_one_line_error(run: Run, command: tuple[str, ...]) ->
     _add(run, "--name", "b")
     name, *rest = command
     args = [name, *rest[:1]] if name != "rename-client" else [name]
-    proc = run(*args, "99", *rest[1:], ok=False) if name != "rename-client" else run(name, "99", "--name", "x", ok=False)
+    proc = (
+        run(*args, "99", *rest[1:], ok=False)
+        if name != "rename-client"
+        else run(name, "99", "--name", "x", ok=False)
+    )
     assert "no client with id or access key '99'" in proc.stderr
-    proc = run(*args, *rest[1:], ok=False) if name != "rename-client" else run(name, "--name", "x", ok=False)
+    proc = (
+        run(*args, *rest[1:], ok=False)
+        if name != "rename-client"
+        else run(name, "--name", "x", ok=False)
+    )
     assert "several clients exist" in proc.stderr
 
 
@@ -313,7 +382,17 @@ def test_single_client_is_selected_without_an_id(run: Run, db: ClientDatabase) -
 
 def test_export_clients(run: Run, tmp_path: Path) -> None:
     _add(run, "--name", "sat1", "--access-key", "k1", "--password", "p1")
-    _add(run, "--name", "Büro", "--access-key", "k2", "--password", "p2", "--crypto-key", "0123456789abcdef")
+    _add(
+        run,
+        "--name",
+        "Büro",
+        "--access-key",
+        "k2",
+        "--password",
+        "p2",
+        "--crypto-key",
+        "0123456789abcdef",
+    )
     rows = list(csv.reader(io.StringIO(run("export-clients").stdout)))
     assert rows == [
         ["client_id", "name", "is_admin", "access_key", "password", "crypto_key"],
@@ -340,21 +419,45 @@ def test_print_config(run: Run, tmp_path: Path) -> None:
 
 def test_unknown_command_and_backend_are_one_line_errors(spawn: Run) -> None:
     assert "No such command" in spawn("no-such-command", ok=False).stderr
-    assert "unknown database backend 'nope'" in spawn("--db-backend", "nope", "list-clients", ok=False).stderr
+    assert (
+        "unknown database backend 'nope'"
+        in spawn("--db-backend", "nope", "list-clients", ok=False).stderr
+    )
 
 
 def test_unusable_redis_is_one_line_error(run: Run) -> None:
-    proc = run("--db-backend", "redis", "--redis-url", "redis://127.0.0.1:1/0", "list-clients", ok=False)
+    proc = run(
+        "--db-backend", "redis", "--redis-url", "redis://127.0.0.1:1/0", "list-clients", ok=False
+    )
     assert "cannot reach redis" in proc.stderr
 
 
 def test_every_reference_command_exists(run: Run) -> None:
     out = run("--help").stdout
-    for name in ["add-client", "delete-client", "list-clients", "rename-client", "make-admin", "revoke-admin",
-                 "allow-msg", "blacklist-msg", "allow-skill", "blacklist-skill", "allow-intent",
-                 "blacklist-intent", "allow-escalate", "blacklist-escalate", "allow-propagate",
-                 "blacklist-propagate", "export-clients", "print-config", "listen", "allow-broadcast",
-                 "blacklist-broadcast", "migrate-db"]:
+    for name in [
+        "add-client",
+        "delete-client",
+        "list-clients",
+        "rename-client",
+        "make-admin",
+        "revoke-admin",
+        "allow-msg",
+        "blacklist-msg",
+        "allow-skill",
+        "blacklist-skill",
+        "allow-intent",
+        "blacklist-intent",
+        "allow-escalate",
+        "blacklist-escalate",
+        "allow-propagate",
+        "blacklist-propagate",
+        "export-clients",
+        "print-config",
+        "listen",
+        "allow-broadcast",
+        "blacklist-broadcast",
+        "migrate-db",
+    ]:
         assert f"  {name} " in out, name
         assert run(name, "--help").returncode == 0
 
@@ -363,7 +466,9 @@ def test_every_reference_command_exists(run: Run) -> None:
 
 
 @pytest.mark.parametrize("backend", ["json", "redis"])
-def test_commands_on_other_backends(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> None:
+def test_commands_on_other_backends(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str
+) -> None:
     extra = {"HIVEMIND_DB_BACKEND": backend}
     if backend == "redis":
         extra["HIVEMIND_REDIS_URL"] = request.getfixturevalue("redis_server")
@@ -371,7 +476,10 @@ def test_commands_on_other_backends(request: pytest.FixtureRequest, tmp_path: Pa
     else:
         extra["HIVEMIND_DB_PATH"] = str(tmp_path / "c.json")
     run = _runner(_env(tmp_path, **extra))
-    assert f"Database backend: {backend}" in run("add-client", "--name", "sat", "--access-key", "k1").stdout
+    assert (
+        f"Database backend: {backend}"
+        in run("add-client", "--name", "sat", "--access-key", "k1").stdout
+    )
     run("allow-msg", "speak", "k1")
     run("blacklist-propagate", "k1")
     assert "sat" in run("list-clients").stdout
@@ -394,7 +502,9 @@ def test_db_path_option_points_at_another_file(run: Run, tmp_path: Path) -> None
 # ---- migrate-db ---------------------------------------------------------------
 
 
-def test_migrate_db_from_reference_json(run: Run, db: ClientDatabase, tmp_path: Path, reference_json: str) -> None:
+def test_migrate_db_from_reference_json(
+    run: Run, db: ClientDatabase, tmp_path: Path, reference_json: str
+) -> None:
     source = tmp_path / "old" / "clients.json"
     source.parent.mkdir()
     source.write_text(reference_json, encoding="utf-8")
@@ -427,24 +537,38 @@ def test_migrate_db_between_backends(run: Run, tmp_path: Path) -> None:
     run("delete-client", "k1")
     target = tmp_path / "copy.json"
     sqlite_path = tmp_path / "data" / "hivemind-core" / "clients.db"
-    out = run("--db-backend", "json", "--db-path", str(target), "migrate-db", "--from", "sqlite",
-              "--from-path", str(sqlite_path)).stdout
+    out = run(
+        "--db-backend",
+        "json",
+        "--db-path",
+        str(target),
+        "migrate-db",
+        "--from",
+        "sqlite",
+        "--from-path",
+        str(sqlite_path),
+    ).stdout
     assert "1 imported" in out
     data = json.loads(target.read_text(encoding="utf-8"))
     assert list(data) == ["2"] and data["2"]["api_key"] == "k2"
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("--from-path", "missing.json"), "does not exist"),
-    (("--from", "nope"), "unknown database backend"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--from-path", "missing.json"), "does not exist"),
+        (("--from", "nope"), "unknown database backend"),
+    ],
+)
 def test_migrate_db_errors(run: Run, args: tuple[str, ...], message: str) -> None:
     assert message in run("migrate-db", *args, ok=False).stderr
 
 
 def test_migrate_db_refuses_same_database(run: Run, tmp_path: Path) -> None:
     path = tmp_path / "same.db"
-    proc = run("--db-path", str(path), "migrate-db", "--from", "sqlite", "--from-path", str(path), ok=False)
+    proc = run(
+        "--db-path", str(path), "migrate-db", "--from", "sqlite", "--from-path", str(path), ok=False
+    )
     assert "same database" in proc.stderr
 
 
@@ -478,12 +602,32 @@ def _listen(monkeypatch: pytest.MonkeyPatch, *args: str) -> list:
     return seen
 
 
-def test_listen_builds_config_and_runs_the_service(monkeypatch: pytest.MonkeyPatch, xdg: Path) -> None:
-    seen = _listen(monkeypatch, "--db-backend", "json", "--db-path", "c.json", "listen", "--host", "127.0.0.1",
-                   "--port", "6000", "--ssl", "--agent", "embedded")
+def test_listen_builds_config_and_runs_the_service(
+    monkeypatch: pytest.MonkeyPatch, xdg: Path
+) -> None:
+    seen = _listen(
+        monkeypatch,
+        "--db-backend",
+        "json",
+        "--db-path",
+        "c.json",
+        "listen",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "6000",
+        "--ssl",
+        "--agent",
+        "embedded",
+    )
     assert len(seen) == 1
     config = seen[0]
-    assert (config.host, config.port, config.ssl, config.agent) == ("127.0.0.1", 6000, True, "embedded")
+    assert (config.host, config.port, config.ssl, config.agent) == (
+        "127.0.0.1",
+        6000,
+        True,
+        "embedded",
+    )
     assert (config.database, config.db_path) == ("json", "c.json")
     seen = _listen(monkeypatch, "listen", "--cert", "a.pem", "--key", "a.key")
     assert (seen[0].ssl, seen[0].cert, seen[0].key, seen[0].port) == (True, "a.pem", "a.key", 5678)
@@ -496,4 +640,6 @@ def test_listen_cert_without_key_is_an_error(run: Run) -> None:
 
 def test_client_record_fields_match_cli_columns() -> None:
     """The CSV export names map onto record fields (guards renames of the model)."""
-    assert {"client_id", "name", "is_admin", "api_key", "password", "crypto_key"} <= set(Client.FIELD_NAMES)
+    assert {"client_id", "name", "is_admin", "api_key", "password", "crypto_key"} <= set(
+        Client.FIELD_NAMES
+    )

@@ -31,13 +31,17 @@ BACKENDS = ["sqlite", "redis", "json"]
 
 
 @pytest.fixture(params=BACKENDS)
-def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], ClientDatabase]]:
+def opener(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[[], ClientDatabase]]:
     """A factory opening the same database again (a second connection), per backend."""
     backend = request.param
     opened: list[ClientDatabase] = []
     if backend == "redis":
         url = request.getfixturevalue("redis_server")
-        config = HubConfig(database="redis", redis_url=url, redis_prefix=f"test-{uuid.uuid4().hex[:8]}")
+        config = HubConfig(
+            database="redis", redis_url=url, redis_prefix=f"test-{uuid.uuid4().hex[:8]}"
+        )
     else:
         suffix = "db" if backend == "sqlite" else "json"
         config = HubConfig(database=backend, db_path=str(tmp_path / f"clients.{suffix}"))
@@ -79,12 +83,23 @@ def test_add_client_generates_credentials_and_default_role(db: ClientDatabase) -
 
 def test_add_client_with_given_fields(db: ClientDatabase) -> None:
     client = db.add_client(
-        "Büro", api_key="key-1", password="pw", crypto_key="0123456789abcdef",
-        is_admin=True, allowed_types=["speak"], skill_blacklist=["skill.x"], metadata={"site": "Büro"},
+        "Büro",
+        api_key="key-1",
+        password="pw",
+        crypto_key="0123456789abcdef",
+        is_admin=True,
+        allowed_types=["speak"],
+        skill_blacklist=["skill.x"],
+        metadata={"site": "Büro"},
     )
     got = db.get_client_by_api_key("key-1")
     assert got is not None
-    assert (got.name, got.password, got.crypto_key, got.is_admin) == ("Büro", "pw", "0123456789abcdef", True)
+    assert (got.name, got.password, got.crypto_key, got.is_admin) == (
+        "Büro",
+        "pw",
+        "0123456789abcdef",
+        True,
+    )
     assert got.allowed_types == ["speak"] and got.skill_blacklist == ["skill.x"]
     assert got.metadata == {"site": "Büro"}
     assert got.client_id == client.client_id
@@ -344,7 +359,13 @@ def test_json_backend_buffers_touch_until_flush(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["not json", "[1, 2]", '{"1": "x"}', '{"ciphertext": "abc", "nonce": "x"}', '{"1": {"name": "no key"}}'],
+    [
+        "not json",
+        "[1, 2]",
+        '{"1": "x"}',
+        '{"ciphertext": "abc", "nonce": "x"}',
+        '{"1": {"name": "no key"}}',
+    ],
 )
 def test_json_backend_rejects_bad_files(tmp_path: Path, text: str) -> None:
     path = tmp_path / "clients.json"

@@ -27,9 +27,13 @@ from hivemind_core.db.sqlite_db import SQLiteDatabase
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ClientDatabase]:
     if request.param == "redis":
         url = request.getfixturevalue("redis_server")
-        config = HubConfig(database="redis", redis_url=url, redis_prefix=f"mig-{uuid.uuid4().hex[:8]}")
+        config = HubConfig(
+            database="redis", redis_url=url, redis_prefix=f"mig-{uuid.uuid4().hex[:8]}"
+        )
     else:
-        config = HubConfig(database=request.param, db_path=str(tmp_path / f"target.{request.param}"))
+        config = HubConfig(
+            database=request.param, db_path=str(tmp_path / f"target.{request.param}")
+        )
     db = open_database(config)
     yield db
     db.close()
@@ -52,7 +56,9 @@ def test_import_keeps_every_field(reference_file: Path, target: ClientDatabase) 
     sat1 = target.get_client_by_api_key("k1")
     assert sat1.client_id == 1 and sat1.name == "sat1" and sat1.password == "p1"
     assert sat1.crypto_key == "adfd20a5f9bba4a0"
-    assert sat1.skill_blacklist == [] and sat1.intent_blacklist == [] and sat1.message_blacklist == []
+    assert (
+        sat1.skill_blacklist == [] and sat1.intent_blacklist == [] and sat1.message_blacklist == []
+    )
     assert sat1.allowed_types == ["recognizer_loop:utterance", "recognizer_loop:record_begin"]
     assert target.get_client_by_api_key("k1-old") is None
 
@@ -69,11 +75,15 @@ def test_import_keeps_every_field(reference_file: Path, target: ClientDatabase) 
     assert buero.metadata == {"noise_pubkey": "abcd", "site_id": "kitchen", "extra_list": [1, 2]}
 
     empty = target.get_client(4)
-    assert empty.allowed_types == list(DEFAULT_ALLOWED_TYPES)  # the reference's default for an empty list
+    assert empty.allowed_types == list(
+        DEFAULT_ALLOWED_TYPES
+    )  # the reference's default for an empty list
     assert empty.password is None
 
 
-def test_tombstone_never_authenticates_and_its_id_stays_unused(reference_file: Path, target: ClientDatabase) -> None:
+def test_tombstone_never_authenticates_and_its_id_stays_unused(
+    reference_file: Path, target: ClientDatabase
+) -> None:
     import_reference_json(reference_file, target)
     assert target.get_client_by_api_key("revoked") is None
     assert target.find("revoked") is None
@@ -82,7 +92,9 @@ def test_tombstone_never_authenticates_and_its_id_stays_unused(reference_file: P
     assert new.client_id == 5
 
 
-def test_import_is_idempotent_and_reports_collisions(reference_file: Path, target: ClientDatabase) -> None:
+def test_import_is_idempotent_and_reports_collisions(
+    reference_file: Path, target: ClientDatabase
+) -> None:
     import_reference_json(reference_file, target)
     again = import_reference_json(reference_file, target)
     assert (again.imported, again.updated, again.skipped) == (0, 3, [])
@@ -95,7 +107,9 @@ def test_import_is_idempotent_and_reports_collisions(reference_file: Path, targe
     assert target.get_client(4).api_key == "changed"
 
 
-def test_export_round_trip_through_reference_layout(reference_file: Path, target: ClientDatabase, tmp_path: Path) -> None:
+def test_export_round_trip_through_reference_layout(
+    reference_file: Path, target: ClientDatabase, tmp_path: Path
+) -> None:
     import_reference_json(reference_file, target)
     out = tmp_path / "out.json"
     with JsonDatabase(out) as json_db:
@@ -141,8 +155,12 @@ def test_import_file_written_by_the_reference_cli(tmp_path: Path) -> None:
 
     refenv.ensure()  # builds the throwaway reference venv on first use (cached)
     ref_cli = refenv.python_path().parent / "hivemind-core"
-    env = dict(os.environ, XDG_DATA_HOME=str(tmp_path / "data"), XDG_CONFIG_HOME=str(tmp_path / "config"),
-               XDG_STATE_HOME=str(tmp_path / "state"))
+    env = dict(
+        os.environ,
+        XDG_DATA_HOME=str(tmp_path / "data"),
+        XDG_CONFIG_HOME=str(tmp_path / "config"),
+        XDG_STATE_HOME=str(tmp_path / "state"),
+    )
 
     def ref(*args: str) -> None:
         subprocess.run([str(ref_cli), *args], env=env, check=True, capture_output=True, timeout=120)
@@ -161,4 +179,6 @@ def test_import_file_written_by_the_reference_cli(tmp_path: Path) -> None:
         assert "speak:b64_audio" not in sat1.allowed_types
         assert db.get_client_by_api_key("k3").is_admin is True
         assert db.get_client_by_api_key("k3").name == "Büro"
-        assert db.get_client_by_api_key("revoked") is None and db.get_client_by_api_key("k2") is None
+        assert (
+            db.get_client_by_api_key("revoked") is None and db.get_client_by_api_key("k2") is None
+        )

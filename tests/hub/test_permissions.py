@@ -108,7 +108,9 @@ def test_broadcast_needs_admin_and_can_broadcast() -> None:
             muted = hub.db.add_client("muted", password="pw", is_admin=True, can_broadcast=False)
             plain = hub.db.add_client("plain", password="pw")
             listener_row = hub.db.add_client("listener", password="pw")
-            listener = await TestClient(hub.port, listener_row.api_key, "pw", session_id="l").connect()
+            listener = await TestClient(
+                hub.port, listener_row.api_key, "pw", session_id="l"
+            ).connect()
             for row, allowed in ((plain, False), (muted, False), (admin, True)):
                 c = await TestClient(hub.port, row.api_key, "pw", session_id=row.name).connect()
                 await c.send(HiveMessage(T.BROADCAST, bus("hello.all", who=row.name)))

@@ -63,14 +63,21 @@ def test_every_satellite_is_answered_within_5_s_of_a_hub_restart(tmp_path: Path)
             identity = NodeIdentity(Path(idtmp) / "identity.json")
             clients = [
                 AsyncHiveMessageBusClient(
-                    key=row.api_key, password="fleet-pw", host="127.0.0.1", port=port,
-                    identity=identity, site_id=f"room-{i}", connect_timeout=10,
+                    key=row.api_key,
+                    password="fleet-pw",
+                    host="127.0.0.1",
+                    port=port,
+                    identity=identity,
+                    site_id=f"room-{i}",
+                    connect_timeout=10,
                 )
                 for i in range(SATELLITES)
             ]
             try:
                 await asyncio.gather(*(c.connect() for c in clients))
-                before = await asyncio.gather(*(_answer(c, f"before {i}", 10) for i, c in enumerate(clients)))
+                before = await asyncio.gather(
+                    *(_answer(c, f"before {i}", 10) for i, c in enumerate(clients))
+                )
                 assert before == [f"before {i}" for i in range(SATELLITES)]
                 first_peers = [c.peer for c in clients]
 
@@ -78,7 +85,9 @@ def test_every_satellite_is_answered_within_5_s_of_a_hub_restart(tmp_path: Path)
                 await asyncio.sleep(0.5)
                 hub = await start_hub()
                 listening = time.monotonic()
-                after = await asyncio.gather(*(_answer(c, f"after {i}", 5) for i, c in enumerate(clients)))
+                after = await asyncio.gather(
+                    *(_answer(c, f"after {i}", 5) for i, c in enumerate(clients))
+                )
                 elapsed = time.monotonic() - listening
                 assert after == [f"after {i}" for i in range(SATELLITES)], after
                 assert elapsed <= 5.0, f"the fleet needed {elapsed:.1f} s"

@@ -25,7 +25,15 @@ from .hubkit import (
 
 T = HiveMessageType
 SPEAK = is_type("speak")
-ENCODINGS = ["JSON-B64", "JSON-URLSAFE-B64", "JSON-HEX", "JSON-B91", "JSON-Z85B", "JSON-B32", "JSON-Z85P"]
+ENCODINGS = [
+    "JSON-B64",
+    "JSON-URLSAFE-B64",
+    "JSON-HEX",
+    "JSON-B91",
+    "JSON-Z85B",
+    "JSON-B32",
+    "JSON-Z85P",
+]
 CIPHERS = ["AES-GCM", "CHACHA20-POLY1305"]
 
 
@@ -109,7 +117,9 @@ def test_preshared_key_client() -> None:
     async def scenario() -> None:
         async with running_hub() as hub:
             row = hub.db.add_client("legacy", password="", crypto_key="0123456789abcdef")
-            c = await TestClient(hub.port, row.api_key, None, crypto_key="0123456789abcdef").connect()
+            c = await TestClient(
+                hub.port, row.api_key, None, crypto_key="0123456789abcdef"
+            ).connect()
             assert c.conn.mode == "preshared"
             assert (await ask(c, "echo psk"))["data"]["utterance"] == "psk"
             await c.close()
@@ -249,7 +259,9 @@ def test_query_timeout_setting_reaches_the_router() -> None:
         async with running_hub(agent=Silent(), query_timeout=0.3) as hub:
             row = hub.db.add_client("asker", password="pw")
             c = await TestClient(hub.port, row.api_key, "pw").connect()
-            inner = HiveMessage(T.BUS, {"type": "recognizer_loop:utterance", "data": {}, "context": {}})
+            inner = HiveMessage(
+                T.BUS, {"type": "recognizer_loop:utterance", "data": {}, "context": {}}
+            )
             loop = asyncio.get_running_loop()
             started = loop.time()
             await c.send(HiveMessage(T.QUERY, inner, metadata={"query_id": "q1"}))
@@ -269,7 +281,13 @@ def test_query_timeout_setting_reaches_the_router() -> None:
 
 @pytest.mark.parametrize(
     "frame",
-    ["not json", "[1,2]", '{"msg_type": "nope"}', '{"ciphertext": "zz", "nonce": "00"}', b"\x00\xff\x13"],
+    [
+        "not json",
+        "[1,2]",
+        '{"msg_type": "nope"}',
+        '{"ciphertext": "zz", "nonce": "00"}',
+        b"\x00\xff\x13",
+    ],
 )
 def test_garbage_frames_close_only_that_link(frame: str | bytes) -> None:
     async def scenario() -> None:
@@ -310,7 +328,12 @@ def test_escalate_and_propagate_do_not_crash_the_sender(mtype: HiveMessageType) 
             row = hub.db.add_client("sat", password="pw")
             c = await TestClient(hub.port, row.api_key, "pw").connect()
             inner = HiveMessage(
-                T.BUS, {"type": "recognizer_loop:utterance", "data": {"utterances": ["echo up"]}, "context": {}}
+                T.BUS,
+                {
+                    "type": "recognizer_loop:utterance",
+                    "data": {"utterances": ["echo up"]},
+                    "context": {},
+                },
             )
             other = await TestClient(hub.port, row.api_key, "pw", session_id="other").connect()
             await c.send(HiveMessage(mtype, inner))
@@ -331,7 +354,9 @@ def test_escalate_and_propagate_do_not_crash_the_sender(mtype: HiveMessageType) 
     run(scenario())
 
 
-@pytest.mark.parametrize("mtype", [T.QUERY, T.CASCADE, T.RENDEZVOUS, T.THIRDPRTY, T.INTERCOM, T.PING])
+@pytest.mark.parametrize(
+    "mtype", [T.QUERY, T.CASCADE, T.RENDEZVOUS, T.THIRDPRTY, T.INTERCOM, T.PING]
+)
 def test_other_types_are_dropped_without_harm(mtype: HiveMessageType) -> None:
     async def scenario() -> None:
         async with running_hub() as hub:
@@ -380,7 +405,9 @@ def test_replies_go_only_to_the_originating_satellite() -> None:
             assert answer["context"]["session"]["session_id"] == "s-one"
             assert await two.no_bus(SPEAK, 0.3)
             # An agent message addressed to a peer reaches exactly that peer.
-            hub.server.agent_reply({"type": "hello.two", "data": {}, "context": {"destination": [two.peer]}})
+            hub.server.agent_reply(
+                {"type": "hello.two", "data": {}, "context": {"destination": [two.peer]}}
+            )
             assert (await two.next_bus(is_type("hello.two")))["context"]["source"] == "hive"
             assert await one.no_bus(is_type("hello.two"), 0.3)
             await one.close()
@@ -427,7 +454,11 @@ def test_shared_bus_is_observed_not_injected() -> None:
         async with running_hub() as hub:
             row = hub.db.add_client("sat", password="pw")
             c = await TestClient(hub.port, row.api_key, "pw").connect()
-            payload = {"type": "recognizer_loop:utterance", "data": {"utterances": ["x"]}, "context": {}}
+            payload = {
+                "type": "recognizer_loop:utterance",
+                "data": {"utterances": ["x"]},
+                "context": {},
+            }
             await c.send(HiveMessage(T.SHARED_BUS, payload))
             await ask(c, "echo sync")
             assert [m for m, _ in hub.agent.observed] == [payload]
@@ -445,7 +476,11 @@ class _Recorder(BinaryHandler):
 
     def handle(self, message: HiveMessage, peer: str, reply: Any) -> None:
         self.got.append((message.payload, int(message.bin_type), peer))
-        reply(HiveMessage(T.BUS, {"type": "bin.ack", "data": {"n": len(message.payload)}, "context": {}}))
+        reply(
+            HiveMessage(
+                T.BUS, {"type": "bin.ack", "data": {"n": len(message.payload)}, "context": {}}
+            )
+        )
 
 
 def test_binary_goes_to_the_binary_handler() -> None:
@@ -455,7 +490,9 @@ def test_binary_goes_to_the_binary_handler() -> None:
             hub.server.binary_handler = handler
             row = hub.db.add_client("sat", password="pw")
             c = await TestClient(hub.port, row.api_key, "pw").connect()
-            msg = HiveMessage(T.BINARY, b"\x00\x01audio", bin_type=HiveMindBinaryPayloadType.RAW_AUDIO)
+            msg = HiveMessage(
+                T.BINARY, b"\x00\x01audio", bin_type=HiveMindBinaryPayloadType.RAW_AUDIO
+            )
             await c.send(msg)
             ack = await c.next_bus(is_type("bin.ack"))
             assert ack["data"]["n"] == 7
@@ -487,7 +524,9 @@ def test_agent_exception_is_contained() -> None:
 
     async def scenario() -> None:
         async with running_hub(agent=Broken()) as hub:
-            row = hub.db.add_client("sat", password="pw", allowed_types=["boom", "recognizer_loop:utterance"])
+            row = hub.db.add_client(
+                "sat", password="pw", allowed_types=["boom", "recognizer_loop:utterance"]
+            )
             c = await TestClient(hub.port, row.api_key, "pw").connect()
             await c.emit("boom")
             assert (await ask(c, "echo survived"))["data"]["utterance"] == "survived"

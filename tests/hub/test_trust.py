@@ -137,7 +137,11 @@ def test_hub_trusted_keys_merges_identity_and_config(
 
 def test_an_unusable_trusted_key_is_logged_and_ignored(caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> None:
-        keys = {"broken": "-----BEGIN PUBLIC KEY-----\nnot base64\n", "empty": "", "kitchen-sat": CLIENT_PEM}
+        keys = {
+            "broken": "-----BEGIN PUBLIC KEY-----\nnot base64\n",
+            "empty": "",
+            "kitchen-sat": CLIENT_PEM,
+        }
         async with running_hub(trusted_keys=keys) as hub:
             assert len(hub.server.router.trust) == 1  # only the usable one
             c = await satellite(hub, "still-trusted")
@@ -147,5 +151,7 @@ def test_an_unusable_trusted_key_is_logged_and_ignored(caplog: pytest.LogCapture
 
     with caplog.at_level("WARNING"):
         run(scenario())
-    warned = [r.getMessage() for r in caplog.records if "not a usable RSA public key" in r.getMessage()]
+    warned = [
+        r.getMessage() for r in caplog.records if "not a usable RSA public key" in r.getMessage()
+    ]
     assert len(warned) == 2

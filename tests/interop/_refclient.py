@@ -189,7 +189,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     failure = _wait_connect(worker, client, args.timeout, args.stop_on_error)
     elapsed = time.perf_counter() - start
     if failure is not None:
-        detail = failure.get("error") or f"code={failure.get('code')} reason={failure.get('reason')}"
+        detail = (
+            failure.get("error") or f"code={failure.get('code')} reason={failure.get('reason')}"
+        )
         result["error"] = f"gave up after {failure['kind']}: {detail}"
     elif worker.is_alive():
         result["error"] = f"timeout: handshake not completed within {args.timeout:g}s"

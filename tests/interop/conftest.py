@@ -52,7 +52,9 @@ def refpython() -> Path:
 
 
 @pytest.fixture(scope="session")
-def ovos_bus(refpython: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.OvosBus]:
+def ovos_bus(
+    refpython: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[harness.OvosBus]:
     """A real ovos-messagebus on a free loopback port plus the echo responder."""
     with harness.ovos_bus(refpython, tmp_path_factory.mktemp("ovos-bus")) as bus:
         _LIVE_LOGS[id(bus)] = bus.log_files

@@ -123,9 +123,7 @@ def probe_hub(host: str, port: int, timeout: float = 5.0) -> tuple[str, bytes]:
 def isolated_env(root: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     """Child environment whose HOME and XDG folders all live under ``root``."""
     root = Path(root)
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
     dirs = {
         "HOME": root / "home",
         "XDG_CONFIG_HOME": root / "config",

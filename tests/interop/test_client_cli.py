@@ -20,16 +20,36 @@ def hub(module_reference_hub: Callable[..., harness.ReferenceHub]) -> harness.Re
     return module_reference_hub()
 
 
-def creds(hub: harness.ReferenceHub, key: str | None = None, password: str | None = None) -> list[str]:
+def creds(
+    hub: harness.ReferenceHub, key: str | None = None, password: str | None = None
+) -> list[str]:
     row = hub.client("sat")
-    return ["--key", key or row.access_key, "--password", password or row.password or "",
-            "--host", f"ws://{hub.host}", "--port", str(hub.port)]
+    return [
+        "--key",
+        key or row.access_key,
+        "--password",
+        password or row.password or "",
+        "--host",
+        f"ws://{hub.host}",
+        "--port",
+        str(hub.port),
+    ]
 
 
 def test_send_mycroft_round_trip(hub: harness.ReferenceHub, tmp_path: Path) -> None:
-    proc = run_cli("send-mycroft", *creds(hub), "--siteid", "kitchen", "--msg",
-                   "recognizer_loop:utterance", "--payload", '{"utterances": ["hello"]}',
-                   "--response", "speak", config=tmp_path / "cfg")
+    proc = run_cli(
+        "send-mycroft",
+        *creds(hub),
+        "--siteid",
+        "kitchen",
+        "--msg",
+        "recognizer_loop:utterance",
+        "--payload",
+        '{"utterances": ["hello"]}',
+        "--response",
+        "speak",
+        config=tmp_path / "cfg",
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == "== connected to HiveMind"
     assert json.loads(proc.stdout.splitlines()[1])["utterance"] == "echo: hello"
@@ -38,8 +58,20 @@ def test_send_mycroft_round_trip(hub: harness.ReferenceHub, tmp_path: Path) -> N
 def test_identity_then_terminal(hub: harness.ReferenceHub, tmp_path: Path) -> None:
     config = tmp_path / "cfg"
     row = hub.client("sat")
-    proc = run_cli("set-identity", "--key", row.access_key, "--password", row.password or "",
-                   "--host", hub.host, "--port", str(hub.port), "--siteid", "hall", config=config)
+    proc = run_cli(
+        "set-identity",
+        "--key",
+        row.access_key,
+        "--password",
+        row.password or "",
+        "--host",
+        hub.host,
+        "--port",
+        str(hub.port),
+        "--siteid",
+        "hall",
+        config=config,
+    )
     assert proc.returncode == 0, proc.stderr
     proc = run_cli("test-identity", config=config)
     assert proc.returncode == 0, proc.stderr
@@ -50,19 +82,39 @@ def test_identity_then_terminal(hub: harness.ReferenceHub, tmp_path: Path) -> No
 
 
 def test_wrong_key(hub: harness.ReferenceHub, tmp_path: Path) -> None:
-    proc = run_cli("send-mycroft", *creds(hub, key="not-registered"), "--msg", "x",
-                   config=tmp_path / "cfg", timeout=30)
+    proc = run_cli(
+        "send-mycroft",
+        *creds(hub, key="not-registered"),
+        "--msg",
+        "x",
+        config=tmp_path / "cfg",
+        timeout=30,
+    )
     assert_one_line_error(proc, "UnauthorizedKeyError")
 
 
 def test_wrong_password(hub: harness.ReferenceHub, tmp_path: Path) -> None:
-    proc = run_cli("terminal", *creds(hub, password="not-the-password"),
-                   config=tmp_path / "cfg", timeout=30)
+    proc = run_cli(
+        "terminal", *creds(hub, password="not-the-password"), config=tmp_path / "cfg", timeout=30
+    )
     assert_one_line_error(proc, "AuthenticationFailed", "password")
 
 
 def test_no_hub_listening(tmp_path: Path) -> None:
     port = harness.free_port()
-    proc = run_cli("send-mycroft", "--key", "k", "--password", "p", "--host", "127.0.0.1",
-                   "--port", str(port), "--msg", "x", config=tmp_path / "cfg", timeout=30)
+    proc = run_cli(
+        "send-mycroft",
+        "--key",
+        "k",
+        "--password",
+        "p",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--msg",
+        "x",
+        config=tmp_path / "cfg",
+        timeout=30,
+    )
     assert_one_line_error(proc, "HiveMindEntryPointNotFound")

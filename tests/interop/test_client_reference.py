@@ -181,7 +181,9 @@ def _binarize_hub(factory: Callable[..., harness.ReferenceHub]) -> harness.Refer
     return _BIN_HUB[key]
 
 
-def test_rsa_handshake(hub: harness.ReferenceHub, make_client: Callable[..., HiveMessageBusClient]) -> None:
+def test_rsa_handshake(
+    hub: harness.ReferenceHub, make_client: Callable[..., HiveMessageBusClient]
+) -> None:
     client = make_client(hub, name="nopass", password=None)
     client.connect()
     info = client.handshake_info
@@ -231,7 +233,9 @@ def test_wrong_password_is_refused_quickly(
     assert time.monotonic() - started < 3
 
 
-def test_nothing_listening(make_client: Callable[..., HiveMessageBusClient], hub: harness.ReferenceHub) -> None:
+def test_nothing_listening(
+    make_client: Callable[..., HiveMessageBusClient], hub: harness.ReferenceHub
+) -> None:
     port = harness.free_port()
     client = HiveMessageBusClient(
         key="k", password="p", host="127.0.0.1", port=port, identity=NodeIdentity({})
@@ -251,7 +255,9 @@ def test_reconnects_after_the_hub_aborts_the_link(
     client.on_mycroft("speak", lambda m: heard.append(m.data["utterance"]))
     session, peer = client.session_id, client.peer
     client.emit(
-        HiveMessage(HiveMessageType.ESCALATE, payload=HiveMessage(HiveMessageType.BUS, utterance("up")))
+        HiveMessage(
+            HiveMessageType.ESCALATE, payload=HiveMessage(HiveMessageType.BUS, utterance("up"))
+        )
     )
     deadline = time.monotonic() + 10
     while client.stats["connects"] < 2 and time.monotonic() < deadline:

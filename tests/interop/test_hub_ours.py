@@ -41,7 +41,9 @@ class OurHub:
     """Our hub running on a private event loop thread, with a throwaway database."""
 
     def __init__(self, tmp: Path, agent: Any = None, **overrides: Any) -> None:
-        self.config = HubConfig(host="127.0.0.1", port=harness.free_port(), db_path=str(tmp / "c.db"))
+        self.config = HubConfig(
+            host="127.0.0.1", port=harness.free_port(), db_path=str(tmp / "c.db")
+        )
         for key, value in overrides.items():
             setattr(self.config, key, value)
         self.db = open_database(self.config, backend="sqlite", path=self.config.db_path)
@@ -129,7 +131,13 @@ def test_stock_client_default_negotiation_and_repeated_round_trips(
     with our_hub() as hub:
         row = hub.db.add_client("sat", password="secret")
         report = run_reference_client(
-            "127.0.0.1", hub.port, row.api_key, row.password, utterance="echo again", count=3, timeout=40
+            "127.0.0.1",
+            hub.port,
+            row.api_key,
+            row.password,
+            utterance="echo again",
+            count=3,
+            timeout=40,
         )
         assert report["answers"] == ["again"] * 3, report
         # The hub prefers fast encodings over the stock client's B91-first order.
@@ -142,8 +150,13 @@ def test_stock_client_with_preshared_key_row(run_reference_client: RunClient) ->
     with our_hub() as hub:
         row = hub.db.add_client("ck", password="pw", crypto_key="0123456789abcdef")
         report = run_reference_client(
-            "127.0.0.1", hub.port, row.api_key, "pw", crypto_key="0123456789abcdef",
-            utterance="echo psk", timeout=40,
+            "127.0.0.1",
+            hub.port,
+            row.api_key,
+            "pw",
+            crypto_key="0123456789abcdef",
+            utterance="echo psk",
+            timeout=40,
         )
         assert report["connected"] and report["answer"] == "psk", report
         assert report["hub_shake"]["preshared_key"] is True
@@ -154,8 +167,14 @@ def test_stock_client_rsa_handshake(run_reference_client: RunClient) -> None:
     with our_hub() as hub:
         row = hub.db.add_client("nopass", password="")
         report = run_reference_client(
-            "127.0.0.1", hub.port, row.api_key, "unused", force_rsa=True, mode="connect",
-            timeout=30, stop_on_error=True,
+            "127.0.0.1",
+            hub.port,
+            row.api_key,
+            "unused",
+            force_rsa=True,
+            mode="connect",
+            timeout=30,
+            stop_on_error=True,
         )
         assert report["hub_shake"]["password"] is False
         reply = report["hub_shake_reply"]
@@ -175,7 +194,9 @@ def test_unknown_key_is_refused_with_1008(run_reference_client: RunClient) -> No
         closes = _events(report, "close") + _events(report, "error")
         assert closes, report
         assert any(
-            e.get("code") == 1008 or "1008" in str(e.get("error")) or "closed" in str(e.get("error")).lower()
+            e.get("code") == 1008
+            or "1008" in str(e.get("error"))
+            or "closed" in str(e.get("error")).lower()
             for e in closes
         ), report
         assert hub.server.stats["auth_failures"] >= 1
@@ -185,7 +206,13 @@ def test_wrong_password_is_refused_at_the_handshake(run_reference_client: RunCli
     with our_hub() as hub:
         row = hub.db.add_client("sat", password="right")
         report = run_reference_client(
-            "127.0.0.1", hub.port, row.api_key, "wrong", mode="connect", timeout=20, stop_on_error=True
+            "127.0.0.1",
+            hub.port,
+            row.api_key,
+            "wrong",
+            mode="connect",
+            timeout=20,
+            stop_on_error=True,
         )
         assert not report["connected"], report
         # Unlike the reference, our hub checks the envelope and never answers it.
@@ -197,7 +224,13 @@ def test_denied_type_gets_no_answer_and_keeps_the_link(run_reference_client: Run
     with our_hub() as hub:
         row = hub.db.add_client("mute", password="pw", allowed_types=["speak"])
         report = run_reference_client(
-            "127.0.0.1", hub.port, row.api_key, "pw", utterance="echo no", timeout=40, reply_timeout=3
+            "127.0.0.1",
+            hub.port,
+            row.api_key,
+            "pw",
+            utterance="echo no",
+            timeout=40,
+            reply_timeout=3,
         )
         assert report["connected"], report
         assert report["answer"] is None and "no speak answer" in report["error"]
@@ -209,7 +242,9 @@ def test_ovos_bus_two_satellites_answers_go_to_their_originator(
     run_reference_client: RunClient, ovos_bus: harness.OvosBus
 ) -> None:
     with our_hub(
-        agent=OVOSAgent, ovos_host=ovos_bus.host, ovos_port=ovos_bus.port,
+        agent=OVOSAgent,
+        ovos_host=ovos_bus.host,
+        ovos_port=ovos_bus.port,
         ovos_route=ovos_bus.route,
     ) as hub:
         a = hub.db.add_client("sat-a", password="pa")
@@ -217,8 +252,14 @@ def test_ovos_bus_two_satellites_answers_go_to_their_originator(
 
         def run(row: Any, text: str, site: str) -> dict[str, Any]:
             return run_reference_client(
-                "127.0.0.1", hub.port, row.api_key, row.password, utterance=text, site_id=site,
-                count=3, timeout=40,
+                "127.0.0.1",
+                hub.port,
+                row.api_key,
+                row.password,
+                utterance=text,
+                site_id=site,
+                count=3,
+                timeout=40,
             )
 
         with ThreadPoolExecutor(2) as pool:
@@ -246,13 +287,19 @@ def test_query_and_cascade_answered_through_the_ovos_bus(ovos_bus: harness.OvosB
     from hivemind_bus_client.client import HiveMessageBusClient
 
     with our_hub(
-        agent=OVOSAgent, ovos_host=ovos_bus.host, ovos_port=ovos_bus.port,
+        agent=OVOSAgent,
+        ovos_host=ovos_bus.host,
+        ovos_port=ovos_bus.port,
         ovos_route=ovos_bus.route,
     ) as hub:
         row = hub.db.add_client("asker", password="pq")
         client = HiveMessageBusClient(
-            key=row.api_key, password=row.password, host="127.0.0.1", port=hub.port,
-            useragent="query-test", identity=None,
+            key=row.api_key,
+            password=row.password,
+            host="127.0.0.1",
+            port=hub.port,
+            useragent="query-test",
+            identity=None,
         )
         client.connect()
         try:
@@ -263,7 +310,8 @@ def test_query_and_cascade_answered_through_the_ovos_bus(ovos_bus: harness.OvosB
             assert answer.payload.payload.data["utterance"] == "echo: the query"
             result = client.cascade(
                 Message("recognizer_loop:utterance", {"utterances": ["the cascade"]}),
-                timeout=10, expected=1,
+                timeout=10,
+                expected=1,
             )
             texts = [r.payload.payload.data["utterance"] for r in result.responses]
             assert texts == ["echo: the cascade"], texts

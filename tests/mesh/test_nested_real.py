@@ -47,11 +47,26 @@ def hub_env(root: Path) -> dict[str, str]:
     return env
 
 
-def add_client(env: dict[str, str], name: str, key: str, password: str, admin: bool = False) -> None:
+def add_client(
+    env: dict[str, str], name: str, key: str, password: str, admin: bool = False
+) -> None:
     subprocess.run(
-        [str(CLI), "add-client", "--name", name, "--access-key", key, "--password", password,
-         "--admin", str(admin).lower()],
-        env=env, check=True, capture_output=True, timeout=30,
+        [
+            str(CLI),
+            "add-client",
+            "--name",
+            name,
+            "--access-key",
+            key,
+            "--password",
+            password,
+            "--admin",
+            str(admin).lower(),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=30,
     )
 
 
@@ -82,12 +97,16 @@ class Hubs:
         self.tmp = tmp
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, name: str, env: dict[str, str], port: int, *extra: str) -> tuple[subprocess.Popen[bytes], Path]:
+    def start(
+        self, name: str, env: dict[str, str], port: int, *extra: str
+    ) -> tuple[subprocess.Popen[bytes], Path]:
         log = self.tmp / f"{name}-{len(self.procs)}.log"
         with log.open("wb") as fh:
             proc = subprocess.Popen(
                 [str(CLI), "-v", "listen", "--host", "127.0.0.1", "--port", str(port), *extra],
-                env=env, stdout=fh, stderr=subprocess.STDOUT,
+                env=env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
             )
         self.procs.append(proc)
         wait_port(port, proc, log)
@@ -116,17 +135,24 @@ def hubs(tmp_path: Path) -> Iterator[Hubs]:
 
 def client(port: int, key: str, password: str, **kw: object) -> HiveMessageBusClient:
     return HiveMessageBusClient(
-        key=key, password=password, host="127.0.0.1", port=port, site_id="den",
-        reconnect_delays=[0.2, 0.5, 1.0], **kw,  # type: ignore[arg-type]
+        key=key,
+        password=password,
+        host="127.0.0.1",
+        port=port,
+        site_id="den",
+        reconnect_delays=[0.2, 0.5, 1.0],
+        **kw,  # type: ignore[arg-type]
     )
 
 
 def escalate(sat: HiveMessageBusClient, speaks: queue.Queue[Message], text: str) -> Message:
     """ESCALATE an utterance from the satellite; the ``speak`` that comes back."""
-    sat.emit(HiveMessage(
-        T.ESCALATE,
-        HiveMessage(T.BUS, Message("recognizer_loop:utterance", {"utterances": [text]}, {})),
-    ))
+    sat.emit(
+        HiveMessage(
+            T.ESCALATE,
+            HiveMessage(T.BUS, Message("recognizer_loop:utterance", {"utterances": [text]}, {})),
+        )
+    )
     return speaks.get(timeout=5)
 
 
@@ -143,9 +169,17 @@ def test_master_relay_satellite_over_real_processes(
 
     master, _ = hubs.start("master", master_env, master_port)
     _, relay_log = hubs.start(
-        "relay", relay_env, relay_port,
-        "--upstream-host", "127.0.0.1", "--upstream-port", str(master_port),
-        "--upstream-key", "relay-key", "--upstream-password", "relay-pw",
+        "relay",
+        relay_env,
+        relay_port,
+        "--upstream-host",
+        "127.0.0.1",
+        "--upstream-port",
+        str(master_port),
+        "--upstream-key",
+        "relay-key",
+        "--upstream-password",
+        "relay-pw",
     )
 
     def links() -> int:
@@ -170,9 +204,12 @@ def test_master_relay_satellite_over_real_processes(
         admin = client(master_port, "admin-key", "admin-pw")
         admin.connect()
         try:
-            admin.emit(HiveMessage(
-                T.BROADCAST, HiveMessage(T.BUS, Message("speak", {"utterance": "attention all"}, {}))
-            ))
+            admin.emit(
+                HiveMessage(
+                    T.BROADCAST,
+                    HiveMessage(T.BUS, Message("speak", {"utterance": "attention all"}, {})),
+                )
+            )
             got = speaks.get(timeout=5)
             assert got.data["utterance"] == "attention all"
         finally:
@@ -181,8 +218,11 @@ def test_master_relay_satellite_over_real_processes(
         # (c) kill the master, restart it on the same port: the relay heals
         master.kill()
         master.wait(5)
-        wait_until(lambda: "link to master" in relay_log.read_text(errors="replace"), 5,
-                   "the relay to notice the master is gone")
+        wait_until(
+            lambda: "link to master" in relay_log.read_text(errors="replace"),
+            5,
+            "the relay to notice the master is gone",
+        )
         hubs.start("master", master_env, master_port)
         wait_until(lambda: links() == 2, 8, "the relay to link to the restarted master")
         reply = escalate(sat, speaks, "echo back again")

@@ -185,7 +185,9 @@ def test_relay_escalate_answer_broadcast_and_reconnect() -> None:
                 rdb.add_client("sat", api_key="sat-key", password="sat-pw")
                 link = relay.upstream
                 assert link is not None
-                sat = await TestClient(relay.port, "sat-key", "sat-pw", useragent="sat-ua").connect()
+                sat = await TestClient(
+                    relay.port, "sat-key", "sat-pw", useragent="sat-ua"
+                ).connect()
                 async with master_hub() as master:
                     await asyncio.wait_for(link.linked.wait(), 5)
                     up = relay.router.upstream
@@ -250,14 +252,19 @@ def test_relay_shares_its_bus_with_the_master_only_when_asked(share: bool) -> No
             seen: list[tuple[dict[str, Any], str | None]] = []
             master.shared_bus_observers.append(lambda payload, peer: seen.append((payload, peer)))
             upstream = UpstreamConfig(
-                host="127.0.0.1", port=master_port, key="relay-key", password="relay-pw",
+                host="127.0.0.1",
+                port=master_port,
+                key="relay-key",
+                password="relay-pw",
                 share_bus=share,
             )
             async with hub(RELAY_KEY, 0, upstream) as (relay, rdb):
                 rdb.add_client("sat", api_key="sat-key", password="sat-pw")
                 assert relay.upstream is not None
                 await asyncio.wait_for(relay.upstream.linked.wait(), 5)
-                sat = await TestClient(relay.port, "sat-key", "sat-pw", useragent="sat-ua").connect()
+                sat = await TestClient(
+                    relay.port, "sat-key", "sat-pw", useragent="sat-ua"
+                ).connect()
                 await sat.utterance("echo shared")
                 local = await sat.next_bus(is_type("speak"))
                 assert local["data"]["utterance"] == "shared"  # answered by the relay itself
@@ -306,8 +313,17 @@ def test_listen_reads_upstream_from_server_json_and_options(
     assert (cfg.upstream.host, cfg.upstream.port, cfg.upstream.key) == ("master.lan", 5700, "k")
     assert (cfg.upstream.password, cfg.upstream.site_id) == ("p", "attic")
     cfg = _listen_config(
-        monkeypatch, tmp_path, "listen", "--upstream-host", "10.0.0.2",
-        "--upstream-port", "5800", "--upstream-key", "k2", "--upstream-password", "p2",
+        monkeypatch,
+        tmp_path,
+        "listen",
+        "--upstream-host",
+        "10.0.0.2",
+        "--upstream-port",
+        "5800",
+        "--upstream-key",
+        "k2",
+        "--upstream-password",
+        "p2",
     )
     assert (cfg.upstream.host, cfg.upstream.port) == ("10.0.0.2", 5800)
     assert (cfg.upstream.key, cfg.upstream.password, cfg.upstream.site_id) == ("k2", "p2", "attic")
@@ -320,16 +336,32 @@ def test_listen_refuses_own_listener_as_upstream(tmp_path: Path) -> None:
     port = free_port()
     env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "c"), XDG_DATA_HOME=str(tmp_path / "d"))
     proc = subprocess.run(
-        [str(Path(sys.executable).with_name("hivemind-core")), "listen", "--host", "127.0.0.1",
-         "--port", str(port), "--upstream-host", "localhost", "--upstream-port", str(port),
-         "--upstream-key", "k"],
-        env=env, capture_output=True, text=True, timeout=30,
+        [
+            str(Path(sys.executable).with_name("hivemind-core")),
+            "listen",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--upstream-host",
+            "localhost",
+            "--upstream-port",
+            str(port),
+            "--upstream-key",
+            "k",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert proc.returncode == 1
     assert "own listener" in proc.stderr and "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("frame", ["garbage", b"\x00\xff\x01", '{"ciphertext": "!!", "nonce": "00"}'])
+@pytest.mark.parametrize(
+    "frame", ["garbage", b"\x00\xff\x01", '{"ciphertext": "!!", "nonce": "00"}']
+)
 def test_malformed_frame_from_the_master_relinks(frame: str | bytes) -> None:
     async def main() -> None:
         with tempfile.TemporaryDirectory(prefix="upstream-bad-") as tmp:

@@ -53,7 +53,9 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, i
                 if s.connect_ex(("127.0.0.1", port)) == 0:
                     break
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mosquitto did not start: {log.read_text(errors='replace')[-2000:]}")
+                raise RuntimeError(
+                    f"mosquitto did not start: {log.read_text(errors='replace')[-2000:]}"
+                )
             time.sleep(0.05)
         yield "127.0.0.1", port
     finally:

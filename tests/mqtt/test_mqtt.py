@@ -63,8 +63,15 @@ class MQTTHub:
 
     def __init__(self, broker: Broker, prefix: str, db_path: Path, **overrides: Any) -> None:
         host, port = broker
-        self.cfg = HubConfig(host="127.0.0.1", port=0, db_path=str(db_path), mqtt_host=host,
-                             mqtt_port=port, mqtt_prefix=prefix, **overrides)
+        self.cfg = HubConfig(
+            host="127.0.0.1",
+            port=0,
+            db_path=str(db_path),
+            mqtt_host=host,
+            mqtt_port=port,
+            mqtt_prefix=prefix,
+            **overrides,
+        )
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -170,7 +177,9 @@ def stranger(mosquitto: Broker) -> Iterator[Stranger]:
     s.close()
 
 
-def client_for(broker: Broker, prefix: str, key: str, password: str | None = "pw", **kw: Any) -> HiveMindMQTTClient:
+def client_for(
+    broker: Broker, prefix: str, key: str, password: str | None = "pw", **kw: Any
+) -> HiveMindMQTTClient:
     return HiveMindMQTTClient(
         key=key,
         password=password,
@@ -196,7 +205,9 @@ def ask(client: HiveMindMQTTClient, text: str) -> str:
 # ---- handshakes and answers ---------------------------------------------------------
 
 
-def test_password_handshake_and_utterance_answered(hub: MQTTHub, mosquitto: Broker, prefix: str) -> None:
+def test_password_handshake_and_utterance_answered(
+    hub: MQTTHub, mosquitto: Broker, prefix: str
+) -> None:
     row = hub.add_client("sat1")
     client = client_for(mosquitto, prefix, row.api_key, binarize=False)
     client.connect()
@@ -218,7 +229,9 @@ def test_password_handshake_and_utterance_answered(hub: MQTTHub, mosquitto: Brok
     assert hub.call(lambda: len(hub.server.connections)) == 0
 
 
-def test_binarize_and_rsa_handshakes(make_hub: Callable[..., MQTTHub], mosquitto: Broker, prefix: str) -> None:
+def test_binarize_and_rsa_handshakes(
+    make_hub: Callable[..., MQTTHub], mosquitto: Broker, prefix: str
+) -> None:
     hub = make_hub(binarize=True)
     row = hub.add_client("binary")
     with client_for(mosquitto, prefix, row.api_key, binarize=True) as client:
@@ -232,7 +245,9 @@ def test_binarize_and_rsa_handshakes(make_hub: Callable[..., MQTTHub], mosquitto
         assert ask(client, "rsa link") == "rsa link"
 
 
-def test_wrong_password_and_unknown_key_are_clear_errors(hub: MQTTHub, mosquitto: Broker, prefix: str) -> None:
+def test_wrong_password_and_unknown_key_are_clear_errors(
+    hub: MQTTHub, mosquitto: Broker, prefix: str
+) -> None:
     row = hub.add_client("sat", password="right")
     client = client_for(mosquitto, prefix, row.api_key, password="wrong")
     with pytest.raises(AuthenticationFailed):
@@ -247,15 +262,26 @@ def test_wrong_password_and_unknown_key_are_clear_errors(hub: MQTTHub, mosquitto
 
 
 def test_nothing_on_the_broker_port_is_entry_point_not_found() -> None:
-    client = HiveMindMQTTClient(key="k", password="p", host="127.0.0.1", port=free_port(),
-                                identity=NodeIdentity({}), connect_timeout=3)
+    client = HiveMindMQTTClient(
+        key="k",
+        password="p",
+        host="127.0.0.1",
+        port=free_port(),
+        identity=NodeIdentity({}),
+        connect_timeout=3,
+    )
     with pytest.raises(HiveMindEntryPointNotFound, match="MQTT broker"):
         client.connect()
 
 
-def test_two_satellites_get_only_their_own_answers(hub: MQTTHub, mosquitto: Broker, prefix: str) -> None:
+def test_two_satellites_get_only_their_own_answers(
+    hub: MQTTHub, mosquitto: Broker, prefix: str
+) -> None:
     a, b = hub.add_client("a"), hub.add_client("b")
-    with client_for(mosquitto, prefix, a.api_key) as ca, client_for(mosquitto, prefix, b.api_key) as cb:
+    with (
+        client_for(mosquitto, prefix, a.api_key) as ca,
+        client_for(mosquitto, prefix, b.api_key) as cb,
+    ):
         heard_a: list[str] = []
         heard_b: list[str] = []
         ca.on_mycroft("speak", lambda m: heard_a.append(m.data["utterance"]))
@@ -285,7 +311,9 @@ def test_garbage_and_unknown_keys_are_dropped_while_a_satellite_works(
         stranger.publish(f"{prefix}//in", b"an empty key level")
         stranger.publish(f"{prefix}/{idle.api_key}/in", b'{"not": "a hivemind frame"}')
         wait_until(lambda: hub.stat("mqtt_unknown_key") == 2, "the unknown-key frames")
-        wait_until(lambda: hub.stat("mqtt_bad_topic") == 1 and hub.stat("mqtt_no_link") == 1, "the rest")
+        wait_until(
+            lambda: hub.stat("mqtt_bad_topic") == 1 and hub.stat("mqtt_no_link") == 1, "the rest"
+        )
         # the known key without a link is told to start again; the unknown one hears nothing
         topic, payload = stranger.next()
         assert topic == f"{prefix}/{idle.api_key}/status"
@@ -318,8 +346,9 @@ def test_ecosystem_bootstrap_gets_hello_and_handshake_offer(
     """What a satellite of the ecosystem's MQTT plugin sees after its bootstrap HELLO."""
     row = hub.add_client("eco")
     stranger.subscribe(f"{prefix}/{row.api_key}/out")
-    hello = HiveMessage(HiveMessageType.HELLO, {"pubkey": None, "session": {"session_id": "s1"},
-                                                 "site_id": "den"})
+    hello = HiveMessage(
+        HiveMessageType.HELLO, {"pubkey": None, "session": {"session_id": "s1"}, "site_id": "den"}
+    )
     stranger.publish(f"{prefix}/{row.api_key}/in", hello.serialize())
     frames = [json.loads(stranger.next()[1]) for _ in range(2)]
     assert [f["msg_type"] for f in frames] == ["hello", "shake"]
@@ -330,7 +359,9 @@ def test_ecosystem_bootstrap_gets_hello_and_handshake_offer(
     # a second bootstrap is a fresh start: the link of the key is replaced, not added
     first = hub.call(lambda: hub.listener.links[row.api_key])
     stranger.publish(f"{prefix}/{row.api_key}/in", hello.serialize())
-    wait_until(lambda: hub.call(lambda: hub.listener.links.get(row.api_key)) is not first, "a new link")
+    wait_until(
+        lambda: hub.call(lambda: hub.listener.links.get(row.api_key)) is not first, "a new link"
+    )
     assert hub.links() == 1
     wait_until(lambda: hub.call(lambda: len(hub.server.connections)) == 1, "the old link released")
 
@@ -347,12 +378,16 @@ def test_offline_status_closes_the_link_and_the_client_comes_back(
         # what the broker publishes as the satellite's last will
         stranger.publish(f"{prefix}/{row.api_key}/status", b"offline")
         wait_until(lambda: hub.stat("mqtt_offline") == 1, "the hub to drop the link")
-        wait_until(lambda: client.stats["connects"] == 2 and client.connected, "the client to reconnect")
+        wait_until(
+            lambda: client.stats["connects"] == 2 and client.connected, "the client to reconnect"
+        )
         assert hub.links() == 1
         assert ask(client, "back again") == "back again"
 
 
-def test_hub_side_close_reaches_the_client_with_its_code(hub: MQTTHub, mosquitto: Broker, prefix: str) -> None:
+def test_hub_side_close_reaches_the_client_with_its_code(
+    hub: MQTTHub, mosquitto: Broker, prefix: str
+) -> None:
     row = hub.add_client("sat")
     with client_for(mosquitto, prefix, row.api_key) as client:
         hub.call(lambda: hub.listener.links[row.api_key].close(1008, "credentials revoked"))
@@ -368,8 +403,9 @@ def test_client_reconnects_after_the_hub_restarts(
 ) -> None:
     hub = make_hub()
     row = hub.add_client("sat")
-    client = client_for(mosquitto, prefix, row.api_key, connect_timeout=2,
-                        reconnect_delays=[0.2] * 50)
+    client = client_for(
+        mosquitto, prefix, row.api_key, connect_timeout=2, reconnect_delays=[0.2] * 50
+    )
     with client:
         assert ask(client, "before") == "before"
         hub.stop()
@@ -383,8 +419,11 @@ def test_client_reconnects_after_the_hub_restarts(
 
 
 def test_missing_aiomqtt_is_a_clear_import_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("hivemind_bus_client._mqtt_wire", "hivemind_bus_client.mqtt_client",
-                 "hivemind_core.mqtt_listener"):
+    for name in (
+        "hivemind_bus_client._mqtt_wire",
+        "hivemind_bus_client.mqtt_client",
+        "hivemind_core.mqtt_listener",
+    ):
         monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.setitem(sys.modules, "aiomqtt", None)
     for name in ("hivemind_bus_client.mqtt_client", "hivemind_core.mqtt_listener"):
@@ -396,18 +435,50 @@ def test_cli_listen_serves_mqtt(mosquitto: Broker, prefix: str, tmp_path: Path) 
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIVEMIND_")}
     env.update(XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_DATA_HOME=str(tmp_path / "data"))
     cli = [sys.executable, "-m", "hivemind_core.cli"]
-    subprocess.run([*cli, "add-client", "--name", "cli-sat", "--access-key", "cli-key",
-                    "--password", "cli-pw"], env=env, check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            *cli,
+            "add-client",
+            "--name",
+            "cli-sat",
+            "--access-key",
+            "cli-key",
+            "--password",
+            "cli-pw",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     log = tmp_path / "hub.log"
     with log.open("wb") as fh:
         proc = subprocess.Popen(
-            [*cli, "-v", "listen", "--host", "127.0.0.1", "--port", str(free_port()),
-             "--mqtt-host", mosquitto[0], "--mqtt-port", str(mosquitto[1]), "--mqtt-prefix", prefix],
-            env=env, stdout=fh, stderr=subprocess.STDOUT,
+            [
+                *cli,
+                "-v",
+                "listen",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(free_port()),
+                "--mqtt-host",
+                mosquitto[0],
+                "--mqtt-port",
+                str(mosquitto[1]),
+                "--mqtt-prefix",
+                prefix,
+            ],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
         )
     try:
-        wait_until(lambda: b"MQTT listener" in log.read_bytes() or proc.poll() is not None,
-                   "the hub to start", 30)
+        wait_until(
+            lambda: b"MQTT listener" in log.read_bytes() or proc.poll() is not None,
+            "the hub to start",
+            30,
+        )
         assert proc.poll() is None, log.read_text(errors="replace")
         with client_for(mosquitto, prefix, "cli-key", "cli-pw") as client:
             assert ask(client, "from the cli hub") == "from the cli hub"

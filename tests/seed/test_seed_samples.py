@@ -29,7 +29,11 @@ from pathlib import Path
 
 import pytest
 
-SEED_DIR = Path(os.environ.get("HIVEMIND_SEED_DOCS", Path(__file__).resolve().parents[2].parent / "shared" / "seed-docs"))
+SEED_DIR = Path(
+    os.environ.get(
+        "HIVEMIND_SEED_DOCS", Path(__file__).resolve().parents[2].parent / "shared" / "seed-docs"
+    )
+)
 #: The extracted samples (code only), for checkouts without the seed docs beside
 #: them; ``test_committed_samples_match_the_docs`` keeps it equal to the docs.
 SAMPLES_FILE = Path(__file__).with_name("samples.json")
@@ -51,7 +55,9 @@ def extract(prefix: str, first: str, last: str, occurrence: int = 0) -> str:
     """The lines of a seed doc from the line starting with ``first`` to the next
     line starting with ``last`` (both included), verbatim."""
     if not SEED_DIR.is_dir():
-        return json.loads(SAMPLES_FILE.read_text(encoding="utf-8"))[_sample_id(prefix, first, last, occurrence)]
+        return json.loads(SAMPLES_FILE.read_text(encoding="utf-8"))[
+            _sample_id(prefix, first, last, occurrence)
+        ]
     lines = doc(prefix).splitlines()
     starts = [i for i, line in enumerate(lines) if line.startswith(first)]
     assert len(starts) > occurrence, f"{first!r} not in seed doc {prefix}"
@@ -100,20 +106,51 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     http_port = _free_port()
     run = dict(env=env, check=True, capture_output=True, text=True, timeout=60)
     subprocess.run(
-        [_bin("hivemind-core"), "add-client", "--access-key", KEY, "--password", PASSWORD, "--admin", "true"],
+        [
+            _bin("hivemind-core"),
+            "add-client",
+            "--access-key",
+            KEY,
+            "--password",
+            PASSWORD,
+            "--admin",
+            "true",
+        ],
         **run,
     )
     subprocess.run([_bin("hivemind-core"), "allow-broadcast", "1"], **run)
     subprocess.run(
-        [_bin("hivemind-client"), "set-identity", "--key", KEY, "--password", PASSWORD,
-         "--host", "127.0.0.1", "--port", str(port), "--siteid", "living-room"],
+        [
+            _bin("hivemind-client"),
+            "set-identity",
+            "--key",
+            KEY,
+            "--password",
+            PASSWORD,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--siteid",
+            "living-room",
+        ],
         **run,
     )
     log = open(root / "hub.log", "w")
     proc = subprocess.Popen(
-        [_bin("hivemind-core"), "listen", "--host", "127.0.0.1", "--port", str(port),
-         "--http-port", str(http_port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            _bin("hivemind-core"),
+            "listen",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--http-port",
+            str(http_port),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 20
@@ -191,7 +228,9 @@ def printed_by(name: str) -> str:
 
 
 def test_basic_connection_from_identity_file(hub: Hub) -> None:
-    sample = extract("000", "from hivemind_bus_client.client import HiveMessageBusClient", "client.connect()")
+    sample = extract(
+        "000", "from hivemind_bus_client.client import HiveMessageBusClient", "client.connect()"
+    )
     out = run_script(hub, patch(sample, hub) + "print('PEER', client.peer)\nclient.close()\n")
     assert "PEER HiveMessageBusClientV0.0.1::" in out.stdout
 
@@ -204,7 +243,9 @@ def test_basic_connection_with_explicit_parameters(hub: Hub) -> None:
 
 
 def test_http_client_sample(hub: Hub) -> None:
-    sample = extract("000", "from hivemind_bus_client.http_client import HiveMindHTTPClient", "client.connect()")
+    sample = extract(
+        "000", "from hivemind_bus_client.http_client import HiveMindHTTPClient", "client.connect()"
+    )
     assert 'HiveMindHTTPClient(host="http://192.168.1.10", port=5679)' in sample
     code = sample.replace("192.168.1.10", "127.0.0.1").replace("5679", str(hub.http_port))
     epilogue = textwrap.dedent(
@@ -222,10 +263,16 @@ def test_http_client_sample(hub: Hub) -> None:
 
 
 def test_sending_utterances_and_handling_responses(hub: Hub) -> None:
-    handling = extract("000", "def handle_speak(message):", 'client.on_mycroft("speak", handle_speak)')
+    handling = extract(
+        "000", "def handle_speak(message):", 'client.on_mycroft("speak", handle_speak)'
+    )
     sending = extract("000", "from ovos_bus_client.message import Message", "client.emit(msg)")
     code = (
-        CLIENT_PRELUDE + printed_by("lines") + WAIT_FOR + patch(handling, hub) + patch(sending, hub)
+        CLIENT_PRELUDE
+        + printed_by("lines")
+        + WAIT_FOR
+        + patch(handling, hub)
+        + patch(sending, hub)
         + "wait_printed(lambda: any(l.startswith('AI says:') for l in lines))\nclient.close()\n"
     )
     out = run_script(hub, code)
@@ -233,10 +280,16 @@ def test_sending_utterances_and_handling_responses(hub: Hub) -> None:
 
 
 def test_conversational_loop(hub: Hub) -> None:
-    sample = extract("000", "from hivemind_bus_client.client import HiveMessageBusClient", "client.close()", 1)
+    sample = extract(
+        "000", "from hivemind_bus_client.client import HiveMessageBusClient", "client.close()", 1
+    )
     proc = subprocess.Popen(
         [sys.executable, "-u", "-c", patch(sample, hub)],
-        env=hub.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=hub.env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write("what time is it\n")
@@ -252,9 +305,12 @@ def test_conversational_loop(hub: Hub) -> None:
 
 
 def test_sending_binary_data(hub: Hub) -> None:
-    sample = extract("000", 'audio_bytes = b"..."', "client.emit(HiveMessage(HiveMessageType.BINARY")
+    sample = extract(
+        "000", 'audio_bytes = b"..."', "client.emit(HiveMessage(HiveMessageType.BINARY"
+    )
     code = (
-        CLIENT_PRELUDE + "from hivemind_bus_client.message import HiveMessage, HiveMessageType\n"
+        CLIENT_PRELUDE
+        + "from hivemind_bus_client.message import HiveMessage, HiveMessageType\n"
         + patch(sample, hub)
         # the link survives the binary frame: an utterance still gets its answer
         + "from ovos_bus_client.message import Message\n"
@@ -266,12 +322,16 @@ def test_sending_binary_data(hub: Hub) -> None:
 
 
 def test_custom_binary_handler(hub: Hub) -> None:
-    sample = extract("000", "from hivemind_bus_client.message import HiveMessageType", "client.on_bin(")
+    sample = extract(
+        "000", "from hivemind_bus_client.message import HiveMessageType", "client.on_bin("
+    )
     run_script(hub, CLIENT_PRELUDE + patch(sample, hub) + "client.close()\n")
 
 
 def test_decorator_helper(hub: Hub) -> None:
-    sample = extract("000", "from hivemind_bus_client.decorators import with_hivemind", "    # connection is")
+    sample = extract(
+        "000", "from hivemind_bus_client.decorators import with_hivemind", "    # connection is"
+    )
     code = "from hivemind_bus_client.client import HiveMessageBusClient\n" + patch(sample, hub)
     code += "print('DECORATED', callable(my_service))\n"
     assert "DECORATED True" in run_script(hub, code).stdout
@@ -280,7 +340,10 @@ def test_decorator_helper(hub: Hub) -> None:
 def test_topology_ping_pong(hub: Hub) -> None:
     sample = extract("000", "import uuid, time", "client.on(HiveMessageType.PONG, on_pong)")
     code = (
-        CLIENT_PRELUDE + printed_by("lines") + WAIT_FOR + patch(sample, hub)
+        CLIENT_PRELUDE
+        + printed_by("lines")
+        + WAIT_FOR
+        + patch(sample, hub)
         + "wait_printed(lambda: any(l.startswith('PONG from') for l in lines), timeout=2)\n"
         + "client.close()\n"
     )
@@ -296,7 +359,11 @@ def test_topology_ping_pong(hub: Hub) -> None:
 
 
 def test_quick_start(hub: Hub) -> None:
-    sample = extract("001", "from hivemind_bus_client import HiveMessageBusClient", '                                {"utterances": ["hello world"]})))')
+    sample = extract(
+        "001",
+        "from hivemind_bus_client import HiveMessageBusClient",
+        '                                {"utterances": ["hello world"]})))',
+    )
     code = printed_by("lines") + WAIT_FOR + patch(sample, hub)
     code += "wait_printed(lambda: bool(lines))\nclient.close()\n"
     out = run_script(hub, code)
@@ -304,7 +371,9 @@ def test_quick_start(hub: Hub) -> None:
 
 
 def test_trusted_keys(hub: Hub) -> None:
-    sample = extract("001", "from hivemind_bus_client.identity import NodeIdentity", "identity.save()")
+    sample = extract(
+        "001", "from hivemind_bus_client.identity import NodeIdentity", "identity.save()"
+    )
     run_script(hub, sample)
     check = (
         "from hivemind_bus_client.identity import NodeIdentity\n"
@@ -342,8 +411,10 @@ if __name__ == "__main__":  # regenerate samples.json from the seed docs
     import inspect
 
     calls = [
-        node for node in ast.walk(ast.parse(inspect.getsource(sys.modules[__name__])))
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "extract"
+        node
+        for node in ast.walk(ast.parse(inspect.getsource(sys.modules[__name__])))
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", None) == "extract"
         and all(isinstance(a, ast.Constant) for a in node.args)
     ]
     out = {}

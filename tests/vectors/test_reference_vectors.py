@@ -167,7 +167,9 @@ def test_decode_only(rec):
 
 @pytest.mark.parametrize("rec", of_kind("password_envelope"), ids=ids(of_kind("password_envelope")))
 def test_password_envelope(rec):
-    assert crypto.password_envelope(rec["password"], bytes.fromhex(rec["iv_hex"])) == rec["envelope"]
+    assert (
+        crypto.password_envelope(rec["password"], bytes.fromhex(rec["iv_hex"])) == rec["envelope"]
+    )
     assert crypto.verify_password_envelope(rec["envelope"], rec["password"])
     assert not crypto.verify_password_envelope(rec["envelope"], rec["password"] + "x")
 

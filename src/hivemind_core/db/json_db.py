@@ -105,7 +105,9 @@ class JsonDatabase(ClientDatabase):
         self._reload()
 
     @classmethod
-    def from_config(cls, config: Any, *, path: str | None = None, url: str | None = None) -> JsonDatabase:
+    def from_config(
+        cls, config: Any, *, path: str | None = None, url: str | None = None
+    ) -> JsonDatabase:
         """Open ``path``, else ``config.db_path``, else ``data_dir()/clients.json``."""
         return cls(path or getattr(config, "db_path", None) or default_json_path())
 
@@ -217,7 +219,9 @@ class JsonDatabase(ClientDatabase):
         data = {str(cid): records[cid].to_dict() for cid in sorted(records)}
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True), encoding="utf-8")
+            tmp.write_text(
+                json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True), encoding="utf-8"
+            )
             os.replace(tmp, self.path)
         except OSError as exc:
             raise BackendUnavailable(f"cannot write {self.path}: {exc}") from None
@@ -266,7 +270,9 @@ class JsonDatabase(ClientDatabase):
             if updated.client_id not in records:
                 raise KeyError(updated.client_id)
             for other in records.values():
-                if other.client_id != updated.client_id and keys_equal(other.api_key, updated.api_key):
+                if other.client_id != updated.client_id and keys_equal(
+                    other.api_key, updated.api_key
+                ):
                     raise DuplicateClientError("that access key belongs to another client")
             records[updated.client_id] = updated
 

@@ -48,7 +48,9 @@ def _copy_one(client: Client, target: ClientDatabase, report: MigrationReport) -
             target.update_client(client)
             report.updated += 1
         else:
-            report.skipped.append((client.client_id, "the id belongs to another client in the target"))
+            report.skipped.append(
+                (client.client_id, "the id belongs to another client in the target")
+            )
         return
     holder = target.get_client_by_api_key(client.api_key)
     if holder is not None:

@@ -242,7 +242,10 @@ class Client:
             allowed = kwargs.get("allowed_types")
             if allowed is not None and not allowed:
                 kwargs.pop("allowed_types")
-            if "allowed_types" in kwargs and "recognizer_loop:utterance" not in kwargs["allowed_types"]:
+            if (
+                "allowed_types" in kwargs
+                and "recognizer_loop:utterance" not in kwargs["allowed_types"]
+            ):
                 kwargs["allowed_types"] = [*kwargs["allowed_types"], "recognizer_loop:utterance"]
             for name in ("can_broadcast", "can_escalate", "can_propagate"):
                 if kwargs.get(name) is None:

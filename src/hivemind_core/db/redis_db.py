@@ -123,7 +123,9 @@ class RedisDatabase(ClientDatabase):
 
     backend_name = "redis"
 
-    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "hivemind", client: Any = None) -> None:
+    def __init__(
+        self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "hivemind", client: Any = None
+    ) -> None:
         """Connect to ``url`` (checked with a PING).
 
         Args:
@@ -142,7 +144,10 @@ class RedisDatabase(ClientDatabase):
             ) from None
         self.prefix = prefix
         self.url_redacted = _redact(url)
-        self._redis_errors: tuple[type[BaseException], ...] = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+        self._redis_errors: tuple[type[BaseException], ...] = (
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+        )
         self._response_error = redis.exceptions.ResponseError
         try:
             self._r = client or redis.Redis.from_url(
@@ -158,7 +163,9 @@ class RedisDatabase(ClientDatabase):
         self._reserve_script = self._r.register_script(_RESERVE)
 
     @classmethod
-    def from_config(cls, config: Any, *, path: str | None = None, url: str | None = None) -> RedisDatabase:
+    def from_config(
+        cls, config: Any, *, path: str | None = None, url: str | None = None
+    ) -> RedisDatabase:
         """Connect to ``url``, else ``config.redis_url``; prefix from ``config.redis_prefix``."""
         return cls(
             url or getattr(config, "redis_url", "redis://127.0.0.1:6379/0"),

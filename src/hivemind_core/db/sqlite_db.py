@@ -73,7 +73,9 @@ class SQLiteDatabase(ClientDatabase):
 
     backend_name = "sqlite"
 
-    def __init__(self, path: str | Path, *, busy_timeout: float = 10.0, import_legacy: bool = True) -> None:
+    def __init__(
+        self, path: str | Path, *, busy_timeout: float = 10.0, import_legacy: bool = True
+    ) -> None:
         """Open (and create) the database at ``path``.
 
         Args:
@@ -107,7 +109,9 @@ class SQLiteDatabase(ClientDatabase):
             self._conn.executescript(_SCHEMA)
             row = self._conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
-                self._conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+                self._conn.execute(
+                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
+                )
             elif row[0] > SCHEMA_VERSION:
                 raise BackendUnavailable(
                     f"{self.path} has schema version {row[0]}, newer than this hivemind-core understands"
@@ -118,7 +122,9 @@ class SQLiteDatabase(ClientDatabase):
             self._import_legacy(legacy)
 
     @classmethod
-    def from_config(cls, config: Any, *, path: str | None = None, url: str | None = None) -> SQLiteDatabase:
+    def from_config(
+        cls, config: Any, *, path: str | None = None, url: str | None = None
+    ) -> SQLiteDatabase:
         """Open ``path``, else ``config.db_path``, else ``data_dir()/clients.db``."""
         target = path or getattr(config, "db_path", None) or default_sqlite_path()
         return cls(target)
@@ -163,7 +169,13 @@ class SQLiteDatabase(ClientDatabase):
                 if keep_id:
                     conn.execute(
                         "INSERT INTO clients(client_id, key_digest, name, last_seen, record) VALUES (?,?,?,?,?)",
-                        (client.client_id, digest, client.name, client.last_seen, record_json(client)),
+                        (
+                            client.client_id,
+                            digest,
+                            client.name,
+                            client.last_seen,
+                            record_json(client),
+                        ),
                     )
                 else:
                     cur = conn.execute(
@@ -182,7 +194,8 @@ class SQLiteDatabase(ClientDatabase):
     def get_client(self, client_id: int) -> Client | None:
         with self._lock:
             row = self._conn.execute(
-                "SELECT record, last_seen, client_id FROM clients WHERE client_id=?", (int(client_id),)
+                "SELECT record, last_seen, client_id FROM clients WHERE client_id=?",
+                (int(client_id),),
             ).fetchone()
         return self._row_to_client(*row) if row else None
 
@@ -191,7 +204,8 @@ class SQLiteDatabase(ClientDatabase):
             return None
         with self._lock:
             row = self._conn.execute(
-                "SELECT record, last_seen, client_id FROM clients WHERE key_digest=?", (key_digest(api_key),)
+                "SELECT record, last_seen, client_id FROM clients WHERE key_digest=?",
+                (key_digest(api_key),),
             ).fetchone()
         if row is None:
             return None
@@ -239,7 +253,8 @@ class SQLiteDatabase(ClientDatabase):
         with self._lock:
             try:
                 self._conn.execute(
-                    "UPDATE clients SET last_seen=? WHERE client_id=?", (float(when), int(client_id))
+                    "UPDATE clients SET last_seen=? WHERE client_id=?",
+                    (float(when), int(client_id)),
                 )
             except sqlite3.OperationalError as exc:
                 LOG.debug("last_seen of client %s not recorded: %s", client_id, exc)
@@ -254,11 +269,17 @@ class SQLiteDatabase(ClientDatabase):
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                row = self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name='clients'").fetchone()
+                row = self._conn.execute(
+                    "SELECT seq FROM sqlite_sequence WHERE name='clients'"
+                ).fetchone()
                 if row is None:
-                    self._conn.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('clients', ?)", (client_id,))
+                    self._conn.execute(
+                        "INSERT INTO sqlite_sequence(name, seq) VALUES ('clients', ?)", (client_id,)
+                    )
                 elif row[0] < client_id:
-                    self._conn.execute("UPDATE sqlite_sequence SET seq=? WHERE name='clients'", (client_id,))
+                    self._conn.execute(
+                        "UPDATE sqlite_sequence SET seq=? WHERE name='clients'", (client_id,)
+                    )
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")

@@ -15,7 +15,7 @@ import importlib
 from typing import Any
 
 from hivemind_bus_client.exceptions import HiveMindError
-from hivemind_bus_client.message import (
+from hivemind_bus_client.protocol.message import (
     HiveMessage,
     HiveMessageType,
     HiveMindBinaryPayloadType,

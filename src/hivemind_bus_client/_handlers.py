@@ -41,7 +41,7 @@ from typing import Any
 
 from ovos_bus_client.message import Message
 
-from hivemind_bus_client.message import (
+from hivemind_bus_client.protocol.message import (
     TRANSPORT_TYPES,
     HiveMessage,
     HiveMessageType,

@@ -1,7 +1,7 @@
 """The websocket I/O layer shared by the sync and the asyncio client.
 
 :class:`LinkEngine` moves frames between one ``websockets`` connection and one
-sans-I/O :class:`~hivemind_bus_client.connection.Connection`, and owns what a
+sans-I/O :class:`~hivemind_bus_client.protocol.connection.Connection`, and owns what a
 client does on its own: answering PINGs, opening INTERCOMs, gathering CASCADE
 answers, and reconnecting. It runs entirely on one asyncio event loop (the
 caller's for the asyncio client, a background thread's for the sync client);
@@ -25,7 +25,7 @@ no completed handshake within the timeout      ``ConnectTimeout``
 =============================================  =================================
 
 A dropped link is reopened with a fresh ``Connection`` (no crypto state
-survives) after jittered exponential backoff (:mod:`hivemind_bus_client.reconnect`);
+survives) after jittered exponential backoff (:mod:`hivemind_bus_client.protocol.reconnect`);
 credential refusals stop the loop and are kept in :attr:`LinkEngine.fatal_error`.
 """
 
@@ -48,18 +48,8 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
-from hivemind_bus_client import crypto
 from hivemind_bus_client._config import ClientConfig
 from hivemind_bus_client._handlers import Call, HandlerRegistry
-from hivemind_bus_client.cascade import CascadeAggregator, CascadeResult, is_response, query_id_of
-from hivemind_bus_client.connection import (
-    CloseRequested,
-    Connection,
-    HandshakeComplete,
-    HelloReceived,
-    MessageReceived,
-    Role,
-)
 from hivemind_bus_client.exceptions import (
     AuthenticationFailed,
     ConnectionClosedError,
@@ -74,8 +64,23 @@ from hivemind_bus_client.exceptions import (
     UnauthorizedKeyError,
 )
 from hivemind_bus_client.identity import NodeIdentity
-from hivemind_bus_client.message import TRANSPORT_TYPES, HiveMessage, HiveMessageType
-from hivemind_bus_client.reconnect import backoff, is_fatal
+from hivemind_bus_client.protocol import crypto
+from hivemind_bus_client.protocol.cascade import (
+    CascadeAggregator,
+    CascadeResult,
+    is_response,
+    query_id_of,
+)
+from hivemind_bus_client.protocol.connection import (
+    CloseRequested,
+    Connection,
+    HandshakeComplete,
+    HelloReceived,
+    MessageReceived,
+    Role,
+)
+from hivemind_bus_client.protocol.message import TRANSPORT_TYPES, HiveMessage, HiveMessageType
+from hivemind_bus_client.protocol.reconnect import backoff, is_fatal
 
 __all__ = ["LinkEngine", "build_session"]
 

@@ -27,9 +27,13 @@ from typing import Any
 from ovos_bus_client.message import Message
 
 from hivemind_bus_client._handlers import Call, Waiter, hive_type
-from hivemind_bus_client.cascade import CascadeResult, is_response, query_id_of
 from hivemind_bus_client.client import BinaryDataCallbacks, ClientCore
-from hivemind_bus_client.message import HiveMessage, HiveMessageType, HiveMindBinaryPayloadType
+from hivemind_bus_client.protocol.cascade import CascadeResult, is_response, query_id_of
+from hivemind_bus_client.protocol.message import (
+    HiveMessage,
+    HiveMessageType,
+    HiveMindBinaryPayloadType,
+)
 
 __all__ = ["AsyncHiveMessageBusClient", "BinaryDataCallbacks"]
 

@@ -25,7 +25,7 @@ from ovos_bus_client.message import Message
 
 from hivemind_bus_client.exceptions import HiveMindError
 from hivemind_bus_client.identity import NodeIdentity
-from hivemind_bus_client.message import HiveMessage, HiveMessageType
+from hivemind_bus_client.protocol.message import HiveMessage, HiveMessageType
 
 __all__ = ["main"]
 

@@ -36,14 +36,14 @@ from ovos_bus_client.message import Message
 from hivemind_bus_client import _config
 from hivemind_bus_client._handlers import Call, HandlerRegistry, Waiter, hive_type
 from hivemind_bus_client._transport import LinkEngine
-from hivemind_bus_client.cascade import CascadeResult, is_response, query_id_of
 from hivemind_bus_client.exceptions import (
     ConnectTimeout,
     HiveMindError,
     InvalidState,
 )
 from hivemind_bus_client.identity import NodeIdentity
-from hivemind_bus_client.message import (
+from hivemind_bus_client.protocol.cascade import CascadeResult, is_response, query_id_of
+from hivemind_bus_client.protocol.message import (
     TRANSPORT_TYPES,
     HiveMessage,
     HiveMessageType,

@@ -13,7 +13,7 @@ the reference http plugin's (CLIENT-REFERENCE.md §7.3):
 
 Every call carries ``?authorization=base64(useragent:key)``. The handshake and
 every later frame are exactly the websocket ones, produced by the same
-sans-I/O :class:`~hivemind_bus_client.connection.Connection`; only the way
+sans-I/O :class:`~hivemind_bus_client.protocol.connection.Connection`; only the way
 frames move differs. This module is therefore thin: :class:`HTTPLinkEngine`
 replaces the websocket parts of
 :class:`~hivemind_bus_client._transport.LinkEngine` (open, read, send, close)
@@ -58,10 +58,6 @@ from urllib.parse import quote, urlencode
 from hivemind_bus_client._config import authorization, split_host
 from hivemind_bus_client._transport import LinkEngine
 from hivemind_bus_client.client import BinaryDataCallbacks, HiveMessageBusClient
-from hivemind_bus_client.connection import (
-    CloseRequested,
-    Connection,
-)
 from hivemind_bus_client.exceptions import (
     AuthenticationFailed,
     ConnectionClosedError,
@@ -75,7 +71,11 @@ from hivemind_bus_client.exceptions import (
     UnauthorizedKeyError,
 )
 from hivemind_bus_client.identity import NodeIdentity
-from hivemind_bus_client.message import HiveMessage
+from hivemind_bus_client.protocol.connection import (
+    CloseRequested,
+    Connection,
+)
+from hivemind_bus_client.protocol.message import HiveMessage
 
 __all__ = ["DEFAULT_HTTP_PORT", "DEFAULT_HTTP_USERAGENT", "HTTPLinkEngine", "HiveMindHTTPClient"]
 

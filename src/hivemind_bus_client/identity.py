@@ -35,8 +35,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hivemind_bus_client import crypto
 from hivemind_bus_client.exceptions import CryptoError
+from hivemind_bus_client.protocol import crypto
 
 __all__ = ["NodeIdentity", "default_identity_path", "identity_dir"]
 

@@ -21,7 +21,7 @@ subscribe, then publish an unencrypted HELLO (pubkey, session, site_id,
 useragent) on ``/in``: MQTT has no connection event, so this bootstrap is what
 makes the hub open a link and send its HELLO and HANDSHAKE offer, exactly as
 the ecosystem's MQTT satellites do. From there the sans-I/O
-:class:`~hivemind_bus_client.connection.Connection` runs the usual password,
+:class:`~hivemind_bus_client.protocol.connection.Connection` runs the usual password,
 RSA or pre-shared-key handshake. Frames that reach ``/out`` before the hub's
 plaintext HELLO belong to an older link of this key and are skipped.
 
@@ -64,7 +64,7 @@ from hivemind_bus_client.exceptions import (
 )
 from hivemind_bus_client.http_client import _has_port
 from hivemind_bus_client.identity import NodeIdentity
-from hivemind_bus_client.message import HiveMessage, HiveMessageType
+from hivemind_bus_client.protocol.message import HiveMessage, HiveMessageType
 
 __all__ = [
     "DEFAULT_MQTT_PORT",

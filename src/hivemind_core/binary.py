@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
-from hivemind_bus_client.message import HiveMessage, HiveMindBinaryPayloadType
+from hivemind_bus_client.protocol.message import HiveMessage, HiveMindBinaryPayloadType
 
 __all__ = ["BinaryHandler", "LoggingBinaryHandler", "Reply"]
 

@@ -52,7 +52,7 @@ def _hub_defaults() -> tuple[list[str], list[str]]:
     """The hub's encoding and cipher preference orders (imported late: the
     connection module loads the OVOS message classes, which CLI commands that
     only touch the database do not need)."""
-    from hivemind_bus_client.connection import HUB_CIPHERS, HUB_ENCODINGS
+    from hivemind_bus_client.protocol.connection import HUB_CIPHERS, HUB_ENCODINGS
 
     return [e.value for e in HUB_ENCODINGS], [c.value for c in HUB_CIPHERS]
 

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from typing import Any
 
-from hivemind_bus_client.message import HiveMessage, HiveMessageType
+from hivemind_bus_client.protocol.message import HiveMessage, HiveMessageType
 
 __all__ = ["HiveMapper", "NodeInfo"]
 

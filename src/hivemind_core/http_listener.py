@@ -57,7 +57,7 @@ from collections import deque
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from hivemind_bus_client.connection import Connection
+from hivemind_bus_client.protocol.connection import Connection
 from hivemind_core.server import (
     CLOSE_OVERFLOW,
     HubServer,

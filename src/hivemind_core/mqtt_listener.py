@@ -18,7 +18,7 @@ A payload is exactly one websocket frame: text frames as UTF-8, binary frames
 as bytes; a payload that starts with ``{`` and decodes as UTF-8 is a text frame.
 
 How a link starts. MQTT has no connection event, and in our
-:class:`~hivemind_bus_client.connection.Connection` the hub speaks first. As
+:class:`~hivemind_bus_client.protocol.connection.Connection` the hub speaks first. As
 in the ecosystem plugin, the satellite therefore opens with an *unencrypted
 HELLO* on its ``/in`` topic (``{"msg_type": "hello", "payload": {pubkey,
 session, site_id}}``; ours adds ``useragent``). That bootstrap is the MQTT
@@ -69,7 +69,7 @@ from typing import Any
 
 from hivemind_bus_client import _mqtt_wire as wire
 from hivemind_bus_client._mqtt_wire import aiomqtt
-from hivemind_bus_client.reconnect import backoff
+from hivemind_bus_client.protocol.reconnect import backoff
 from hivemind_core.server import HubServer, LinkChannel, SatelliteLink
 
 __all__ = ["DEFAULT_MQTT_USERAGENT", "MQTTLink", "MQTTListener", "start_mqtt_listener"]

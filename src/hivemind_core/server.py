@@ -8,10 +8,10 @@ One asyncio task per websocket (``websockets`` asyncio API). The task
    against the client database (unknown, revoked or malformed: close 1008 with
    a one-line reason; repeated failures from one address: HTTP 429 at the
    upgrade, see :mod:`hivemind_core.throttle`);
-2. drives one sans-I/O :class:`~hivemind_bus_client.connection.Connection`
+2. drives one sans-I/O :class:`~hivemind_bus_client.protocol.connection.Connection`
    (``Role.HUB``): every received frame is fed in, its events handled, its
    frames written; its handshake deadline is a loop timer;
-3. registers the link with the :class:`~hivemind_bus_client.router.Router` once
+3. registers the link with the :class:`~hivemind_bus_client.protocol.router.Router` once
    the client's HELLO names its session (unique peer, :mod:`hivemind_core.session`)
    and announces the final peer in an encrypted HELLO;
 4. hands every application message to :meth:`Router.handle` and carries out the
@@ -52,9 +52,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State as WsState
 
-from hivemind_bus_client import crypto
-from hivemind_bus_client import router as _router_mod
-from hivemind_bus_client.connection import (
+from hivemind_bus_client.exceptions import HandshakeError
+from hivemind_bus_client.protocol import crypto
+from hivemind_bus_client.protocol import router as _router_mod
+from hivemind_bus_client.protocol.connection import (
     CloseRequested,
     Connection,
     HandshakeComplete,
@@ -63,9 +64,8 @@ from hivemind_bus_client.connection import (
     Role,
     State,
 )
-from hivemind_bus_client.exceptions import HandshakeError
-from hivemind_bus_client.message import HiveMessage, HiveMessageType
-from hivemind_bus_client.router import (
+from hivemind_bus_client.protocol.message import HiveMessage, HiveMessageType
+from hivemind_bus_client.protocol.router import (
     Deliver,
     Deny,
     Drop,

@@ -22,7 +22,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from hivemind_bus_client import crypto
+from hivemind_bus_client.protocol import crypto
 from hivemind_core.agents.base import Agent, load_agent
 from hivemind_core.binary import BinaryHandler, LoggingBinaryHandler
 from hivemind_core.config import HubConfig, data_dir

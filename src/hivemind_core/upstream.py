@@ -5,7 +5,7 @@ Theory of operation
 When ``HubConfig.upstream.host`` is set, :class:`UpstreamLink` keeps one
 websocket to the master, authenticated like any satellite (``authorization``
 query with this hub's access key at the master, then the password or RSA
-handshake of a sans-I/O :class:`~hivemind_bus_client.connection.Connection`
+handshake of a sans-I/O :class:`~hivemind_bus_client.protocol.connection.Connection`
 in ``Role.CLIENT``). Its HELLO announces ``is_hub: true`` and this hub's
 ``node_id``, so the master treats the link as a relay hub (site-targeted
 BROADCASTs pass through it; loop checks recognise this hub's route hops).
@@ -37,7 +37,7 @@ Failure handling
 When the master goes away the link is removed from the router (and the
 actions :meth:`Router.remove_link` returns are executed: QUERYs waiting on
 the master are answered ``hive.query.timeout``) and the hub reconnects with
-:func:`~hivemind_bus_client.reconnect.backoff` (first retry within a second,
+:func:`~hivemind_bus_client.protocol.reconnect.backoff` (first retry within a second,
 capped). A refusal of this hub's credentials (HTTP 401/403, a policy close
 during the handshake, a wrong password or no common cipher) is fatal: logged
 once as an error, no retry loop; the hub itself keeps serving its satellites.
@@ -65,7 +65,8 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
 from hivemind_bus_client._transport import client_ssl_context
-from hivemind_bus_client.connection import (
+from hivemind_bus_client.exceptions import HandshakeError
+from hivemind_bus_client.protocol.connection import (
     CloseRequested,
     Connection,
     HandshakeComplete,
@@ -74,10 +75,9 @@ from hivemind_bus_client.connection import (
     Role,
     State,
 )
-from hivemind_bus_client.exceptions import HandshakeError
-from hivemind_bus_client.message import HiveMessage, HiveMessageType
-from hivemind_bus_client.reconnect import FATAL_CLOSE_CODES, backoff
-from hivemind_bus_client.router import Link, LinkKind, Permissions
+from hivemind_bus_client.protocol.message import HiveMessage, HiveMessageType
+from hivemind_bus_client.protocol.reconnect import FATAL_CLOSE_CODES, backoff
+from hivemind_bus_client.protocol.router import Link, LinkKind, Permissions
 from hivemind_core.config import UpstreamConfig
 from hivemind_core.session import clone
 
@@ -383,7 +383,7 @@ class UpstreamLink:
     def _new_connection(self) -> Connection:
         server = self.server
         cfg = self.config
-        from hivemind_bus_client import crypto
+        from hivemind_bus_client.protocol import crypto
 
         site_id = getattr(cfg, "site_id", "") or server.router.site_id
         hello = {

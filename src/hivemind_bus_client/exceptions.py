@@ -47,8 +47,11 @@ reference client exports, so code written against it keeps working.
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 __all__ = [
     "AuthenticationFailed",
+    "CloseCode",
     "ConfigurationError",
     "ConnectTimeout",
     "ConnectionClosed",
@@ -81,14 +84,34 @@ __all__ = [
     "Z85DecodeError",
 ]
 
-#: Websocket close codes used by HiveMind links.
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
-CLOSE_INTERNAL = 1011
-CLOSE_PERMISSION = 4003
+class CloseCode(IntEnum):
+    """The websocket close codes HiveMind links use: the only table of them.
+
+    Every module that closes a link, or decides what a close means, names its
+    code from here.
+    """
+
+    NORMAL = 1000  #: orderly close
+    GOING_AWAY = 1001  #: the node is shutting down
+    PROTOCOL_ERROR = 1002  #: malformed frame or message
+    ABNORMAL = 1006  #: the transport dropped without a close frame (never sent)
+    POLICY = 1008  #: authentication, credentials or offer refused
+    TOO_BIG = 1009  #: over a size limit
+    INTERNAL = 1011  #: an error on the closing side
+    RESTART = 1012  #: the service restarts
+    TRY_AGAIN = 1013  #: overloaded (backlog full, too many links): come back later
+    PERMISSION = 4003  #: a message type the link may not send
+
+
+#: Aliases kept for code that imported the constants.
+CLOSE_NORMAL = CloseCode.NORMAL
+CLOSE_GOING_AWAY = CloseCode.GOING_AWAY
+CLOSE_PROTOCOL_ERROR = CloseCode.PROTOCOL_ERROR
+CLOSE_POLICY = CloseCode.POLICY
+CLOSE_TOO_BIG = CloseCode.TOO_BIG
+CLOSE_INTERNAL = CloseCode.INTERNAL
+CLOSE_TRY_AGAIN = CloseCode.TRY_AGAIN
+CLOSE_PERMISSION = CloseCode.PERMISSION
 
 
 class HiveMindError(Exception):

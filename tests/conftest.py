@@ -1,0 +1,3 @@
+"""Root of the test suite: puts ``tests/`` on the import path, so every folder
+imports the shared helpers as ``support`` (``from support.net import free_port,
+wait_until``)."""

@@ -29,9 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-LOOPBACK = "127.0.0.1"
 INTEROP_DIR = Path(__file__).resolve().parent
 TESTS_DIR = INTEROP_DIR.parent
+if str(TESTS_DIR) not in sys.path:  # also usable with only tests/interop on the path
+    sys.path.insert(0, str(TESTS_DIR))
+
+from support import net  # noqa: E402
+from support.net import LOOPBACK, free_port  # noqa: E402
+
 RESPONDER_SCRIPT = INTEROP_DIR / "_responder.py"
 HUB_SETUP_SCRIPT = INTEROP_DIR / "_refhub_setup.py"
 CLIENT_SCRIPT = INTEROP_DIR / "_refclient.py"
@@ -69,13 +74,6 @@ def ref_bin(refpython: Path, name: str) -> Path:
 
 
 # --------------------------------------------------------------------------- sockets
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -249,22 +247,24 @@ def wait_until(
 
     Returns the seconds waited. Raises ``HarnessError`` with the logs attached.
     """
-    start = time.monotonic()
-    while True:
+
+    # support.net.wait_until does the polling; this variant adds what a harness
+    # needs: give up at once when a watched process died, and attach its logs.
+    def ready() -> bool:
         if check():
-            return time.monotonic() - start
+            return True
         for proc in procs:
             if not proc.alive():
                 raise HarnessError(
                     f"{proc.name} exited (rc={proc.popen.returncode}) while waiting for {what}\n"
                     + format_logs([p.log_path for p in procs])
                 )
-        if time.monotonic() - start > timeout:
-            raise HarnessError(
-                f"timed out after {timeout:g}s waiting for {what}\n"
-                + format_logs([p.log_path for p in procs])
-            )
-        time.sleep(interval)
+        return False
+
+    try:
+        return net.wait_until(ready, timeout=timeout, what=what, interval=interval)
+    except AssertionError as exc:
+        raise HarnessError(f"{exc}\n" + format_logs([p.log_path for p in procs])) from None
 
 
 # --------------------------------------------------------------------------- OVOS bus

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from support.net import free_port
+
 SEED_DIR = Path(
     os.environ.get(
         "HIVEMIND_SEED_DOCS", Path(__file__).resolve().parents[2].parent / "shared" / "seed-docs"
@@ -76,12 +78,6 @@ class Hub:
     http_port: int = 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _listening(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
@@ -101,9 +97,13 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         XDG_STATE_HOME=str(root / "state"),
         XDG_CACHE_HOME=str(root / "cache"),
         PYTHONUNBUFFERED="1",
+        # the hub imports the binary handler of test_custom_binary_handler from here
+        PYTHONPATH=os.pathsep.join(
+            p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH")) if p
+        ),
     )
-    port = _free_port()
-    http_port = _free_port()
+    port = free_port()
+    http_port = free_port()
     run = dict(env=env, check=True, capture_output=True, text=True, timeout=60)
     subprocess.run(
         [
@@ -119,6 +119,11 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         **run,
     )
     subprocess.run([_bin("hivemind-core"), "allow-broadcast", "1"], **run)
+    server_json = root / "config" / "hivemind-core" / "server.json"
+    settings = json.loads(server_json.read_text()) if server_json.exists() else {}
+    settings["binary_handler"] = "echo_binary:EchoBinaryHandler"
+    server_json.parent.mkdir(parents=True, exist_ok=True)
+    server_json.write_text(json.dumps(settings))
     subprocess.run(
         [
             _bin("hivemind-client"),
@@ -322,10 +327,43 @@ def test_sending_binary_data(hub: Hub) -> None:
 
 
 def test_custom_binary_handler(hub: Hub) -> None:
+    """The handler the sample registers runs on a BINARY message from the hub.
+
+    The hub's binary handler (``echo_binary``) sends a marked BINARY back; the
+    sample's ``handle_audio_bin`` does nothing visible (``pass``), so a profile
+    hook set before the client's threads start records each call of it.
+    """
     sample = extract(
         "000", "from hivemind_bus_client.message import HiveMessageType", "client.on_bin("
     )
-    run_script(hub, CLIENT_PRELUDE + patch(sample, hub) + "client.close()\n")
+    assert "def handle_audio_bin(data: bytes, context: dict) -> None:" in sample
+    spy = textwrap.dedent(
+        """
+        import sys, threading
+        handled = []
+        def _spy(frame, event, arg):
+            code = frame.f_code
+            if event == "call" and code.co_name == "handle_audio_bin" and code.co_filename == "<string>":
+                handled.append((frame.f_locals["data"], dict(frame.f_locals["context"])))
+        threading.setprofile(_spy)
+        sys.setprofile(_spy)
+        """
+    )
+    epilogue = textwrap.dedent(
+        """
+        from hivemind_bus_client.message import HiveMessage, HiveMindBinaryPayloadType
+        client.emit(HiveMessage(HiveMessageType.BINARY, b"seed-binary-probe",
+                                bin_type=HiveMindBinaryPayloadType.RAW_AUDIO,
+                                metadata={"echo": True}))
+        wait_printed(lambda: handled)
+        data, context = handled[0]
+        print("HANDLED", data, context.get("bin_type"), context.get("echoed"), len(handled))
+        client.close()
+        """
+    )
+    code = spy + WAIT_FOR + CLIENT_PRELUDE + patch(sample, hub) + epilogue
+    out = run_script(hub, code)
+    assert "HANDLED b'seed-binary-probe' 1 True 1" in out.stdout, out.stdout
 
 
 def test_decorator_helper(hub: Hub) -> None:

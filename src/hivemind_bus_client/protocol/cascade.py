@@ -16,13 +16,21 @@ tests drive it without sleeping.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from hivemind_bus_client.protocol.message import HiveMessage, HiveMessageType
 
-__all__ = ["CascadeAggregator", "CascadeResult", "first_response", "is_response", "query_id_of"]
+__all__ = [
+    "CascadeAggregator",
+    "CascadeResult",
+    "first_response",
+    "is_response",
+    "new_query_id",
+    "query_id_of",
+]
 
 LOG = logging.getLogger(__name__)
 
@@ -30,6 +38,15 @@ LOG = logging.getLogger(__name__)
 DEFAULT_CASCADE_TIMEOUT = 5.0
 
 SelectCallback = Callable[[list[HiveMessage]], "HiveMessage | None"]
+
+
+def new_query_id() -> str:
+    """A fresh ``query_id`` for a QUERY or CASCADE: 32 lowercase hex digits.
+
+    The one id format of this package: the router assigns it to requests that
+    arrive without one, and originators (client or hub) use it for their own.
+    """
+    return uuid.uuid4().hex
 
 
 def query_id_of(msg: HiveMessage) -> str | None:

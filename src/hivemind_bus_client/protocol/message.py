@@ -233,6 +233,16 @@ class HiveMessage:
             p = self._payload = HiveMessage.from_dict(p)
         return p
 
+    @property
+    def raw_payload(self) -> Any:
+        """The payload as stored, without building a view.
+
+        The wire dict for a received message whose :attr:`payload` was never
+        asked for, else what :attr:`payload` returned. Routing code reads it to
+        look at a type without converting the message.
+        """
+        return self._payload
+
     @payload.setter
     def payload(self, value: Any) -> None:
         if self._msg_type is HiveMessageType.BINARY:

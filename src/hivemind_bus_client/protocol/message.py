@@ -233,6 +233,15 @@ class HiveMessage:
             p = self._payload = HiveMessage.from_dict(p)
         return p
 
+    @payload.setter
+    def payload(self, value: Any) -> None:
+        if self._msg_type is HiveMessageType.BINARY:
+            if not isinstance(value, (bytes, bytearray)):
+                raise InvalidMessage("a BINARY HiveMessage needs a bytes payload")
+            self._payload = bytes(value)
+        else:
+            self._payload = self._normalise(self._msg_type, value)
+
     @property
     def raw_payload(self) -> Any:
         """The payload as stored, without building a view.
@@ -242,15 +251,6 @@ class HiveMessage:
         look at a type without converting the message.
         """
         return self._payload
-
-    @payload.setter
-    def payload(self, value: Any) -> None:
-        if self._msg_type is HiveMessageType.BINARY:
-            if not isinstance(value, (bytes, bytearray)):
-                raise InvalidMessage("a BINARY HiveMessage needs a bytes payload")
-            self._payload = bytes(value)
-        else:
-            self._payload = self._normalise(self._msg_type, value)
 
     @property
     def target_public_key(self) -> str | None:

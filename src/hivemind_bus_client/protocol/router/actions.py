@@ -61,6 +61,9 @@ class RequestKind(str, Enum):
     QUERY = "query"
     CASCADE = "cascade"
 
+    def __str__(self) -> str:
+        return self.value
+
 
 @dataclass
 class Permissions:

@@ -84,6 +84,7 @@ __all__ = [
     "Z85DecodeError",
 ]
 
+
 class CloseCode(IntEnum):
     """The websocket close codes HiveMind links use: the only table of them.
 
@@ -94,9 +95,13 @@ class CloseCode(IntEnum):
     NORMAL = 1000  #: orderly close
     GOING_AWAY = 1001  #: the node is shutting down
     PROTOCOL_ERROR = 1002  #: malformed frame or message
+    UNSUPPORTED_DATA = 1003  #: a frame of a kind the peer cannot take
+    NO_STATUS = 1005  #: the close frame carried no code (never sent)
     ABNORMAL = 1006  #: the transport dropped without a close frame (never sent)
+    INVALID_DATA = 1007  #: frame data inconsistent with its type
     POLICY = 1008  #: authentication, credentials or offer refused
     TOO_BIG = 1009  #: over a size limit
+    MANDATORY_EXTENSION = 1010  #: the client needs an extension the server lacks
     INTERNAL = 1011  #: an error on the closing side
     RESTART = 1012  #: the service restarts
     TRY_AGAIN = 1013  #: overloaded (backlog full, too many links): come back later

@@ -1,4 +1,4 @@
-"""Client-side gathering of CASCADE answers (seed doc 003, "CASCADE").
+"""Client-side gathering of CASCADE answers (``docs/hub.md``, routing of CASCADE).
 
 A CASCADE request floods the hive and every node that can answer does, so
 the originator receives any number of responses, each carrying
@@ -34,7 +34,7 @@ __all__ = [
 
 LOG = logging.getLogger(__name__)
 
-#: Default gathering window in seconds (seed doc 003).
+#: Default gathering window in seconds.
 DEFAULT_CASCADE_TIMEOUT = 5.0
 
 SelectCallback = Callable[[list[HiveMessage]], "HiveMessage | None"]

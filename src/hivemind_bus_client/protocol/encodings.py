@@ -306,7 +306,13 @@ def encode(data: bytes, encoding: str | SupportedEncodings) -> str:
 
 
 def decode(text: str | bytes, encoding: str | SupportedEncodings) -> bytes:
-    """Decode text in the named encoding; raises :class:`DecodingError` on bad input."""
+    """Decode text in the named encoding.
+
+    Raises:
+        DecodingError: input that is not valid in that encoding (``Z85DecodeError``
+            for the Z85 ones), or not text at all.
+        InvalidEncoding: an unknown encoding name.
+    """
     if not isinstance(text, (str, bytes, bytearray)):
         raise DecodingError(f"cannot decode a {type(text).__name__}")
     return _CODECS[get_encoding(encoding)][1](text)

@@ -319,16 +319,12 @@ def decode(text: str | bytes, encoding: str | SupportedEncodings) -> bytes:
 
 
 # --------------------------------------------------------------------------
-# optional C accelerator (hivemind_bus_client.protocol._speedups). Only the
-# encodings the standard library lacks or writes in Python are in C: Base64
-# and hex are C in the standard library already (benchmarks/speedups.py).
-#
-# The pure-Python functions above are the specification and stay available
-# under private names and in PURE_CODECS. When the extension imports (and
-# HIVEMIND_PURE_PYTHON is not set), the public names and the _CODECS table
-# switch to the C versions. The C encoders cannot fail on bytes-like input and
-# are used as they are; the C decoders raise ValueError on bad input, which a
-# thin wrapper turns into DecodingError / Z85DecodeError.
+# optional C accelerator (hivemind_bus_client.protocol._speedups), for the
+# encodings the standard library lacks or writes in Python (benchmarks/speedups.py).
+# The pure functions above stay the specification, under private names and in
+# PURE_CODECS; with the extension the public names and _CODECS switch to C. The C
+# encoders cannot fail on bytes-like input; the C decoders raise ValueError, which
+# a thin wrapper turns into DecodingError / Z85DecodeError.
 
 _py_b91_encode = b91_encode
 _py_b91_decode = b91_decode

@@ -25,6 +25,7 @@ from ovos_bus_client.message import Message
 
 from hivemind_bus_client.exceptions import HiveMindError
 from hivemind_bus_client.identity import NodeIdentity
+from hivemind_bus_client.protocol.hive_map import HiveMapper
 from hivemind_bus_client.protocol.message import HiveMessage, HiveMessageType
 
 __all__ = ["main"]
@@ -425,23 +426,22 @@ def ping(
     try:
         sent = time.time()
         pongs = client.ping(timeout=timeout)
+        me = client.peer
     finally:
         client.close()
-    rows = []
+    mapper = HiveMapper(root_peer=me)
     for pong in pongs:
-        data = pong.payload if isinstance(pong.payload, dict) else {}
-        stamp = data.get("timestamp")
-        rtt = None
-        if isinstance(stamp, (int, float)):
-            rtt = max(0.0, (pong.metadata.get("received_at") or time.time()) - stamp)
-        rows.append(
-            {
-                "peer": data.get("peer"),
-                "site_id": data.get("site_id"),
-                "hops": len(pong.route),
-                "rtt_ms": round(rtt * 1000, 1) if rtt is not None else None,
-            }
-        )
+        mapper.on_pong(pong, received_at=pong.metadata.get("received_at") or time.time())
+    rows = [
+        {
+            "peer": info.peer,
+            "site_id": info.site_id,
+            "hops": info.hops,
+            "rtt_ms": round(max(0.0, info.rtt) * 1000, 1) if info.rtt is not None else None,
+        }
+        for info in mapper.nodes.values()
+        if info.peer != me
+    ]
     if as_json:
         click.echo(json.dumps({"sent_at": sent, "nodes": rows}, ensure_ascii=False))
         return

@@ -31,10 +31,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from hivemind_bus_client.client.config import ClientConfig
+from hivemind_bus_client.client.keys import (
+    ChannelFactory,
+    LinkKeys,
+    build_session,
+    websocket_factory,
+)
 from hivemind_bus_client.exceptions import (
     CloseCode,
     ConnectionClosedError,
@@ -51,54 +57,16 @@ from hivemind_bus_client.protocol.connection import (
     HandshakeComplete,
     HelloReceived,
     MessageReceived,
-    Role,
 )
 from hivemind_bus_client.protocol.message import HiveMessage
 from hivemind_bus_client.protocol.reconnect import backoff, is_fatal
-from hivemind_bus_client.transport import websocket
 from hivemind_bus_client.transport.channel import Channel, ChannelClosed
 from hivemind_bus_client.transport.driver import LinkDriver
 from hivemind_bus_client.transport.errors import close_error
-from hivemind_bus_client.transport.tls import client_context
 
 __all__ = ["ChannelFactory", "LinkEngine", "build_session", "websocket_factory"]
 
 LOG = logging.getLogger(__name__)
-
-#: Opens one channel to the hub (raising the hierarchy when it cannot).
-ChannelFactory = Callable[[], Awaitable[Channel]]
-
-
-def build_session(session_id: str, site_id: str) -> dict[str, Any]:
-    """The OVOS session dict sent in our HELLO (a real id, never ``default``)."""
-    try:
-        from ovos_bus_client.session import Session
-
-        data = Session(session_id=session_id).serialize()
-    except Exception:  # ovos config unreadable: the two keys a hub needs
-        LOG.debug("could not build a full OVOS session", exc_info=True)
-        data = {"session_id": session_id}
-    data["session_id"] = session_id
-    data["site_id"] = site_id
-    return data
-
-
-def websocket_factory(config: ClientConfig) -> ChannelFactory:
-    """The default channel: a websocket to ``config.url``."""
-
-    async def open_channel() -> Channel:
-        return await websocket.connect(
-            config.url,
-            ssl_context=client_context(config.secure, config.self_signed),
-            open_timeout=config.connect_timeout,
-            max_size=config.max_size,
-            ping_interval=config.ping_interval,
-            ping_timeout=config.ping_timeout,
-            user_agent=config.useragent,
-            where=config.where,
-        )
-
-    return open_channel
 
 
 class LinkEngine:
@@ -111,6 +79,8 @@ class LinkEngine:
         on_message: called with each application message of a keyed link.
         on_state: called with (keyed?, reason) on every change.
         on_hello: called with the payload of each HELLO of the hub.
+        connection_factory: builds the sans-I/O Connection of each attempt
+            (default: :meth:`LinkKeys.new_connection`).
         name: names the engine's task and log lines.
     """
 
@@ -123,6 +93,7 @@ class LinkEngine:
         on_message: Callable[[HiveMessage], None] | None = None,
         on_state: Callable[[bool, BaseException | None], None] | None = None,
         on_hello: Callable[[dict[str, Any]], None] | None = None,
+        connection_factory: Callable[[], Connection] | None = None,
         name: str = "hivemind-client-link",
     ) -> None:
         self.config = config
@@ -150,61 +121,27 @@ class LinkEngine:
         self._supervisor: asyncio.Task[None] | None = None
         self._keyed: asyncio.Future[None] | None = None
         self._early: list[HiveMessage] | None = None
-        self._private_key: crypto.PrivateKey | None = None
-        self._key_loaded = False
-        self._session: dict[str, Any] | None = None
+        self.keys = LinkKeys(config, identity)
+        #: Builds the Connection of each attempt (default: a client end with our settings).
+        self.connection_factory: Callable[[], Connection] = (
+            connection_factory or self.keys.new_connection
+        )
 
-    # -- keys and session ----------------------------------------------------------
+    # -- keys and session (see client.keys) -----------------------------------------
 
     @property
     def private_key(self) -> crypto.PrivateKey | None:
         """Our RSA key: the identity's, or a throwaway one when RSA mode needs it."""
-        if not self._key_loaded:
-            self._key_loaded = True
-            self._private_key = self.identity.load_private_key()
-            if self._private_key is None and not self.config.password:
-                # No password: the RSA handshake is the only way in. A per-process
-                # key is as good as any for link encryption.
-                LOG.info("no RSA key in the identity; using a throwaway key for this process")
-                self._private_key = crypto.create_private_key()
-        return self._private_key
+        return self.keys.private_key
 
     @property
     def public_key_pem(self) -> str | None:
         """PEM of our public key, as HELLO and INTERCOM senders use it."""
-        if self.identity.public_key:
-            return self.identity.public_key
-        key = self.private_key
-        return crypto.public_key_pem(key) if key is not None else None
+        return self.keys.public_key_pem
 
     def session_dict(self) -> dict[str, Any]:
         """Our OVOS session (built once; its id survives reconnects)."""
-        if self._session is None:
-            self._session = build_session(self.config.session_id, self.config.site_id)
-        self._session["site_id"] = self.config.site_id
-        return self._session
-
-    def new_connection(self) -> Connection:
-        """A fresh client Connection with our settings (one per link attempt)."""
-        cfg = self.config
-        hello = {
-            "pubkey": self.identity.public_key,
-            "session": self.session_dict(),
-            "site_id": cfg.site_id,
-        }
-        return Connection(
-            Role.CLIENT,
-            password=cfg.password,
-            crypto_key=cfg.crypto_key,
-            private_key=self.private_key,
-            encodings=cfg.encodings,
-            ciphers=cfg.ciphers,
-            binarize=cfg.binarize,
-            compress=cfg.compress,
-            hello=hello,
-            handshake_timeout=cfg.handshake_timeout,
-            max_size=cfg.max_size,
-        )
+        return self.keys.session_dict()
 
     # -- opening a link ------------------------------------------------------------
 
@@ -227,7 +164,7 @@ class LinkEngine:
             raise ConnectTimeout(
                 f"no link to {cfg.where} within {cfg.connect_timeout:g} s"
             ) from None
-        conn = self.new_connection()
+        conn = self.connection_factory()
         driver = LinkDriver(conn, channel, self._on_event, name=self.name)
         self._keyed = keyed = loop.create_future()
         self._early = []

@@ -25,8 +25,9 @@ from hivemind_bus_client.exceptions import (
 )
 from hivemind_bus_client.identity import NodeIdentity
 from hivemind_bus_client.message import HiveMessage, HiveMessageType, HiveMindBinaryPayloadType
+from support.net import free_port, wait_until
 
-from .fakehub import Account, FakeHub, free_port
+from .fakehub import Account, FakeHub
 
 T = HiveMessageType
 MakeClient = Callable[..., HiveMessageBusClient]
@@ -37,13 +38,10 @@ def utterance(text: str) -> Message:
 
 
 def eventually(check: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError("condition not met in time")
+    """``wait_until(check)``, returning what ``check`` finally gave."""
+    seen: list[Any] = []
+    wait_until(lambda: seen.append(check()) or seen[-1], timeout=timeout, interval=0.01)
+    return seen[-1]
 
 
 # -- connecting ---------------------------------------------------------------------

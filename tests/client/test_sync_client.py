@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -369,6 +370,8 @@ def test_query_and_cascade(hub: FakeHub, make_client: MakeClient) -> None:
     assert answer is not None and answer.payload.payload.data["utterance"] == "answer 0: q"
     sent = hub.of_type(T.QUERY)[-1]
     assert sent.payload.payload.context["session"]["session_id"] == client.session_id
+    # one query-id format for the whole hive: protocol.cascade.new_query_id's
+    assert re.fullmatch("[0-9a-f]{32}", sent.metadata["query_id"]), sent.metadata
 
     picked: list[int] = []
 

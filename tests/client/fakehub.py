@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import socket
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,14 +28,9 @@ from hivemind_bus_client.connection import (
     Role,
 )
 from hivemind_bus_client.message import HiveMessage, HiveMessageType
+from support.net import free_port
 
 T = HiveMessageType
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -78,6 +72,8 @@ class FakeHub:
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self.received: list[HiveMessage] = []
+        #: (message type, came as a binary frame?) of every message received, in order.
+        self.frame_kinds: list[tuple[HiveMessageType, bool]] = []
         self.hellos: list[dict[str, Any]] = []
         self.links: dict[str, Link] = {}
         self.connections = 0
@@ -255,6 +251,7 @@ class FakeHub:
                     elif isinstance(event, MessageReceived):
                         with self._lock:
                             self.received.append(event.message)
+                            self.frame_kinds.append((event.message.msg_type, event.binary))
                         self._respond(link, event.message)
                     elif isinstance(event, CloseRequested):
                         await ws.close(event.code, event.reason)

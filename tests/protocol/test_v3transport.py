@@ -337,3 +337,30 @@ def test_aesgcm_link():
 def test_transport_needs_keys():
     with pytest.raises(InvalidState):
         V3Transport(CipherState("ChaChaPoly"), CipherState("ChaChaPoly", bytes(32)))
+
+
+def test_for_result_after_a_handshake():
+    from hivemind_bus_client.protocol.v3handshake import (
+        V3ClientHandshake,
+        V3HubHandshake,
+        hub_offer,
+    )
+
+    from .v3data import CLIENT_STATIC, HUB_STATIC, SYNTH_PSK
+
+    offer = hub_offer(pinned=False, binarize=True)
+    hello = SYNTH["hello"]
+    client = V3ClientHandshake(
+        hello,
+        offer,
+        pattern="XXpsk2",
+        suite="25519_ChaChaPoly_SHA256",
+        psk=SYNTH_PSK,
+        static_private=CLIENT_STATIC,
+    )
+    hub = V3HubHandshake(hello, offer, psk=SYNTH_PSK, static_private=HUB_STATIC)
+    hub.receive(client.receive(hub.receive(client.start())))
+    c, h = V3Transport.for_result(client.result), V3Transport.for_result(hub.result, max_size=1000)
+    assert c.binarize and h.binarize and h.max_size == 1000
+    message = HiveMessage(HiveMessageType.HELLO, {"pubkey": None})
+    assert h.decode(c.encode(message)[0]) == message

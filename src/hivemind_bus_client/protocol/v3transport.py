@@ -36,6 +36,7 @@ from hivemind_bus_client.exceptions import (
 from hivemind_bus_client.protocol.message import HiveMessage, HiveMessageType
 from hivemind_bus_client.protocol.noise import TAGLEN, CipherState
 from hivemind_bus_client.protocol.serialization import JSON_ONLY_TYPES, decode_frame, encode_frame
+from hivemind_bus_client.protocol.v3handshake import V3Result
 
 __all__ = [
     "CHUNK_SIZE",
@@ -97,6 +98,11 @@ class V3Transport:
         self._parts_len = 0
         self._parts_bits = False
         self.failed = False
+
+    @classmethod
+    def for_result(cls, result: V3Result, *, max_size: int = DEFAULT_MAX_SIZE) -> V3Transport:
+        """The transport of a completed handshake, with the link's binarize flag."""
+        return cls(result.send, result.recv, binarize=result.binarize, max_size=max_size)
 
     # -- sending ------------------------------------------------------------
 

@@ -138,6 +138,18 @@ def test_live_prologue(run, pattern):
     assert hashlib.sha256(prologue).hexdigest() == run["prologue_sha256"]
 
 
+def test_captured_hellos_are_v1_envelopes():
+    # The HELLO frame the prologue is built from: the v1 envelope, unchanged in v3.
+    for hello, text in (
+        (frame_payload(LIVE_XX, "F1"), frame_text(LIVE_XX, "F1")),
+        (live_kk_hello(), None),
+    ):
+        wire = HiveMessage(HiveMessageType.HELLO, hello).serialize()
+        assert len(wire.encode()) == 1178
+        if text is not None:
+            assert wire == text
+
+
 def test_hub_offer_is_the_captured_offer_byte_for_byte():
     assert shake(hub_offer(pinned=False)) == frame_text(LIVE_XX, "F2")
     assert shake(hub_offer(pinned=True)) == frame_text(LIVE_KK, "F2")

@@ -118,7 +118,7 @@ class HubConfig:
     redis_prefix: str = "hivemind"
 
     #: What answers satellites: ``embedded`` (default when no OVOS bus is
-    #: configured), ``ovos``, or an entry-point name of group ``hivemind.agent.protocol``.
+    #: configured), ``ovos``, or an entry-point name of group ``hivemind.agents``.
     agent: str = "embedded"
     #: OVOS message bus for the ``ovos`` agent.
     ovos_host: str = "127.0.0.1"
@@ -126,7 +126,7 @@ class HubConfig:
     ovos_route: str = "/core"
     #: Seconds to wait for the OVOS bus at start before failing with a clear error.
     ovos_connect_timeout: float = 10.0
-    #: Binary data handler entry point (group ``hivemind.binary.protocol``); None logs and drops.
+    #: Binary data handler entry point (group ``hivemind.binary_handlers``); None logs and drops.
     binary_handler: str | None = None
 
     #: Encodings accepted, in the hub's order of preference.

@@ -70,6 +70,7 @@ from typing import Any
 from hivemind_bus_client import _mqtt_wire as wire
 from hivemind_bus_client._mqtt_wire import aiomqtt
 from hivemind_bus_client.protocol.reconnect import backoff
+from hivemind_core.errors import BrokerUnavailable
 from hivemind_core.server import HubServer, LinkChannel, SatelliteLink
 
 __all__ = ["DEFAULT_MQTT_USERAGENT", "MQTTLink", "MQTTListener", "start_mqtt_listener"]
@@ -168,17 +169,17 @@ class MQTTListener:
         """Connect to the broker and subscribe; returns once subscribed.
 
         Raises:
-            OSError: the broker cannot be reached or refused the hub's login.
+            BrokerUnavailable: the broker cannot be reached or refused the hub's login.
         """
         where = self.where
         try:
             self._client = await asyncio.wait_for(self._connect(), self.connect_timeout)
         except asyncio.TimeoutError:
-            raise OSError(
+            raise BrokerUnavailable(
                 f"MQTT broker at {where} did not answer within {self.connect_timeout:g} s"
             ) from None
         except aiomqtt.MqttError as exc:
-            raise OSError(f"cannot use the MQTT broker at {where}: {exc}") from None
+            raise BrokerUnavailable(f"cannot use the MQTT broker at {where}: {exc}") from None
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._receive(), name="hivemind-mqtt-receive"),
@@ -412,7 +413,7 @@ async def start_mqtt_listener(server: HubServer, **options: Any) -> MQTTListener
 
     Raises:
         ValueError: no broker host in the config or the arguments.
-        OSError: the broker cannot be reached or refused the login.
+        BrokerUnavailable: the broker cannot be reached or refused the login.
     """
     cfg = server.config
     settings: dict[str, Any] = {

@@ -79,6 +79,7 @@ from hivemind_bus_client.protocol.message import HiveMessage, HiveMessageType
 from hivemind_bus_client.protocol.reconnect import FATAL_CLOSE_CODES, backoff
 from hivemind_bus_client.protocol.router import Link, LinkKind, Permissions
 from hivemind_core.config import UpstreamConfig
+from hivemind_core.errors import UpstreamConfigError, UpstreamRefused
 from hivemind_core.session import clone
 
 if TYPE_CHECKING:
@@ -104,14 +105,6 @@ _MAX_TOKENS = 4096
 DEFAULT_USERAGENT = "HiveMind-relay-hub"
 
 _ANY_ADDRESSES = frozenset({"", "0.0.0.0", "::", "*"})
-
-
-class UpstreamConfigError(ValueError):
-    """The upstream settings cannot work (e.g. they point at this hub itself)."""
-
-
-class UpstreamRefused(Exception):
-    """The master refused this hub's credentials or offer: retrying cannot help."""
 
 
 class _Retry(Exception):

@@ -30,6 +30,13 @@ from dataclasses import dataclass, field, fields
 from types import TracebackType
 from typing import Any, ClassVar
 
+from hivemind_core.errors import (
+    BackendUnavailable,
+    DatabaseError,
+    DuplicateClientError,
+    InvalidClientError,
+)
+
 __all__ = [
     "DEFAULT_ALLOWED_TYPES",
     "RESERVED_KEYS",
@@ -67,22 +74,6 @@ RESERVED_KEYS: frozenset[str] = frozenset({"revoked"})
 
 _LIST_FIELDS = ("intent_blacklist", "skill_blacklist", "message_blacklist", "allowed_types")
 _BOOL_FIELDS = ("is_admin", "can_broadcast", "can_escalate", "can_propagate")
-
-
-class DatabaseError(Exception):
-    """Base of every error the client database raises."""
-
-
-class InvalidClientError(DatabaseError, ValueError):
-    """A record or an argument is malformed (wrong type, reserved key, ...)."""
-
-
-class DuplicateClientError(DatabaseError):
-    """The access key or the client id is already taken by another client."""
-
-
-class BackendUnavailable(DatabaseError):
-    """The backend cannot be used: unknown name, missing package, server down, unreadable file."""
 
 
 def generate_secret() -> str:

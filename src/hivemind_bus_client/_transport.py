@@ -81,6 +81,7 @@ from hivemind_bus_client.protocol.connection import (
 )
 from hivemind_bus_client.protocol.message import TRANSPORT_TYPES, HiveMessage, HiveMessageType
 from hivemind_bus_client.protocol.reconnect import backoff, is_fatal
+from hivemind_bus_client.transport.tls import client_context
 
 __all__ = ["LinkEngine", "build_session"]
 
@@ -115,16 +116,8 @@ def _close_code(exc: websockets.ConnectionClosed) -> tuple[int | None, str]:
     return 1006, ""
 
 
-def client_ssl_context(secure: bool, self_signed: bool) -> ssl.SSLContext | None:
-    """TLS settings for a client end (satellite or relay hub): ``None`` for ``ws://``;
-    ``self_signed`` accepts a hub certificate no authority signed (hubs make their own)."""
-    if not secure:
-        return None
-    ctx = ssl.create_default_context()
-    if self_signed:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+#: Kept for callers of the old name; the one builder is transport.tls.client_context.
+client_ssl_context = client_context
 
 
 class LinkEngine:

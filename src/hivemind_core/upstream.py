@@ -83,7 +83,7 @@ from hivemind_core.errors import UpstreamConfigError, UpstreamRefused
 from hivemind_core.session import clone
 
 if TYPE_CHECKING:
-    from hivemind_core.server import HubServer
+    from hivemind_core.node import HubNode
 
 __all__ = [
     "RETURN_KEY",
@@ -159,15 +159,17 @@ class UpstreamLink:
 
     def __init__(
         self,
-        server: HubServer,
+        server: HubNode,
         config: UpstreamConfig,
         *,
+        listen_ports: Iterable[int] = (),
         delays: Callable[[], Iterator[float]] | None = None,
         max_delay: float = 10.0,
         connect_timeout: float = 10.0,
     ) -> None:
         self.server = server
         self.config = config
+        self.listen_ports = set(listen_ports)
         self.peer = f"upstream::{config.host}:{config.port}"
         self._delays = delays or (lambda: backoff(initial=0.5, max_delay=max_delay))
         self.connect_timeout = connect_timeout
@@ -198,14 +200,13 @@ class UpstreamLink:
         """
         cfg = self.config
         listen = self.server.config
-        ports = {listen.port, self.server.port}
-        http_port = getattr(listen, "http_port", 0)
-        if http_port:
-            ports.add(http_port)
+        ports = self.listen_ports | {listen.port}
+        if listen.http_port:
+            ports.add(listen.http_port)
         if is_own_listener(cfg.host, cfg.port, listen.host, ports):
             raise UpstreamConfigError(
                 f"upstream {cfg.host}:{cfg.port} is this hub's own listener "
-                f"({listen.host}:{self.server.port}); a hub cannot be its own master"
+                f"({listen.host}, ports {sorted(ports)}); a hub cannot be its own master"
             )
         if not cfg.key:
             raise UpstreamConfigError("upstream.key (this hub's access key at its master) is empty")
@@ -233,6 +234,11 @@ class UpstreamLink:
         self._unlink()
 
     @property
+    def share_bus(self) -> bool:
+        """Whether this hub shows its bus to the master (``upstream.share_bus``)."""
+        return bool(self.config.share_bus)
+
+    @property
     def connected(self) -> bool:
         """Whether the master link is keyed and registered with the router."""
         return self.linked.is_set()
@@ -241,11 +247,11 @@ class UpstreamLink:
 
     def send_message(self, message: HiveMessage) -> None:
         """Encode ``message`` for the master and write it (never blocks)."""
-        from hivemind_core.server import send_nowait
+        from hivemind_bus_client.transport.websocket import send_nowait
 
         ws, conn = self.ws, self.conn
         if ws is None or conn is None or conn.state is not State.READY:
-            self.server._count("upstream_dropped_not_ready")
+            self.server.count("upstream_dropped_not_ready")
             return
         if message.msg_type is T.ESCALATE:
             self._add_return_token(message)
@@ -254,7 +260,7 @@ class UpstreamLink:
         if backlog is not None:
             # The master reads slower than we write: queue (bounded), then give up on the link.
             if len(backlog) >= self.server.config.send_queue:
-                self.server._count("upstream_send_overflow")
+                self.server.count("upstream_send_overflow")
                 self.close(1013, "send queue overflow")
                 return
             backlog.append(frame)
@@ -264,7 +270,7 @@ class UpstreamLink:
             asyncio.get_running_loop().create_task(self._drain(ws), name="hivemind-upstream-drain")
             return
         if not send_nowait(ws, frame):
-            self.server._count("upstream_dropped_not_ready")
+            self.server.count("upstream_dropped_not_ready")
 
     async def _drain(self, ws: ClientConnection) -> None:
         backlog = self._backlog
@@ -337,7 +343,7 @@ class UpstreamLink:
         server = self.server
         peer = self._tokens.get(token)
         if peer is None or peer not in server.router.links:
-            server._count("upstream_answer_unroutable")
+            server.count("upstream_answer_unroutable")
             LOG.debug("answer from the master for a satellite that is gone; dropped")
             return True
         context = dict(context)
@@ -351,12 +357,11 @@ class UpstreamLink:
         # relay stays upstream).
         context["destination"] = peer
         context["peer"] = peer
-        sink = server.sinks.get(peer)
-        session = getattr(sink, "session", None)
+        session = server.sessions.get(peer)
         if session is not None:
             context["session"] = clone(session.session)
         out = {"type": payload.get("type"), "data": payload.get("data") or {}, "context": context}
-        server._count("upstream_answers_relayed")
+        server.count("upstream_answers_relayed")
         server.execute(server.router.send_to([peer], HiveMessage(T.BUS, out)))
         return True
 
@@ -416,7 +421,7 @@ class UpstreamLink:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                self.server._count("errors")
+                self.server.count("errors")
                 LOG.exception("upstream link to %s failed", where)
             finally:
                 self._unlink()
@@ -533,16 +538,16 @@ class UpstreamLink:
         pub = conn.peer_hello.get("pubkey")
         if isinstance(pub, str) and pub:
             self.master_pubkey = pub
-        server.router.add_link(
+        server.add_link(
             Link(
                 self.peer,
                 LinkKind.UPSTREAM,
                 Permissions(),
                 node_id=self.master_node_id,
                 pubkey=self.master_pubkey,
-            )
+            ),
+            self,
         )
-        server.sinks[self.peer] = self
         self.connects += 1
         self.linked.set()
         LOG.info(
@@ -560,10 +565,5 @@ class UpstreamLink:
         if not self.linked.is_set():
             return
         self.linked.clear()
-        server = self.server
-        if server.sinks.get(self.peer) is self:
-            del server.sinks[self.peer]
-        owed = server.router.remove_link(self.peer)
-        if owed:
-            server.execute(owed)
+        self.server.remove_link(self.peer, self)
         LOG.warning("link to master %s:%d lost", self.config.host, self.config.port)

@@ -366,9 +366,14 @@ def test_malformed_requests_get_http_errors_and_never_crash(
     # chunked bodies are not supported
     answer = raw_bytes(
         port,
-        f"POST /send_message{q} HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".encode(),
+        f"POST /send_message{q} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "0\r\n\r\n".encode(),
     )
     assert answer.startswith(b"HTTP/1.1 501")
+    # an HTTP/1.1 request without Host is malformed
+    assert raw_bytes(port, f"POST /connect{q} HTTP/1.1\r\n\r\n".encode()).startswith(
+        b"HTTP/1.1 400"
+    )
     # garbage request line, oversized headers, bad Content-Length
     assert raw_bytes(port, b"HELLO\r\n\r\n").startswith(b"HTTP/1.1 400")
     assert raw_bytes(port, b"GET /x HTTP/1.1\r\nX: " + b"a" * 70000 + b"\r\n\r\n").startswith(

@@ -382,7 +382,7 @@ def test_malformed_frame_from_the_master_relinks(frame: str | bytes) -> None:
                     await asyncio.wait_for(link.linked.wait(), 5)
                     assert link.connects == 1
                     (to_relay,) = [c for c in master.connections if c.peer]
-                    await to_relay.ws.send(frame)
+                    await to_relay.channel.ws.send(frame)
                     # the relay drops that link and links again; it never crashes
                     await until(lambda: link.connects == 2 and link.linked.is_set(), timeout=10)
                     assert relay.stats.get("errors", 0) == 0

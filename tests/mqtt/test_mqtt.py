@@ -423,6 +423,7 @@ def test_missing_aiomqtt_is_a_clear_import_error(monkeypatch: pytest.MonkeyPatch
         "hivemind_bus_client._mqtt_wire",
         "hivemind_bus_client.mqtt_client",
         "hivemind_core.mqtt_listener",
+        "hivemind_core.listeners.mqtt",
     ):
         monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.setitem(sys.modules, "aiomqtt", None)

@@ -11,9 +11,9 @@ in ``Role.CLIENT``). Its HELLO announces ``is_hub: true`` and this hub's
 BROADCASTs pass through it; loop checks recognise this hub's route hops).
 
 Once keyed, the link is registered with the hub's router as
-``Link(kind=LinkKind.UPSTREAM)`` and with :attr:`HubServer.sinks`, so:
+``Link(kind=LinkKind.UPSTREAM)`` and with :attr:`HubNode.sinks`, so:
 
-* every message received from the master goes through :meth:`HubServer.route`
+* every message received from the master goes through :meth:`HubNode.route`
   (BROADCAST and PROPAGATE from above reach this hub's satellites, QUERY
   answers travel back down along their bindings);
 * whatever the router sends to the master's peer is written here
@@ -21,54 +21,44 @@ Once keyed, the link is registered with the hub's router as
 
 Answers to an ESCALATE
 ----------------------
-The master's agent answers an escalated utterance the OVOS way: a message
-whose ``context`` is a copy of the request's, addressed (``destination``) to
-the peer that delivered it, which is this relay hub. To send that answer on to
-the satellite that asked, this hub writes an opaque per-satellite token into
-the context of every ESCALATE(BUS) it forwards (``context["hive_return"]``,
-keyed by this hub's node id). A BUS message from the master that carries our
-token is sent down to that satellite (:meth:`UpstreamLink.relay_down`)
-instead of being injected into this hub's agent, with the satellite's own
-session and peer in its context, as if this hub's agent had answered. Tokens, not peer strings,
-travel upwards, so the master learns nothing about this hub's satellites.
+The master answers an escalated utterance to this relay hub; the return
+tokens of :mod:`hivemind_core.returns` send that answer on to the satellite
+that asked (:meth:`UpstreamLink.relay_down`).
 
 Failure handling
 ----------------
+The link is a client end like any other: the websocket comes from
+:func:`hivemind_bus_client.transport.websocket.connect`, the one
+:class:`~hivemind_bus_client.transport.driver.LinkDriver` runs the
+``Role.CLIENT`` connection (so ``handshake_timeout`` is the connection's own
+deadline), and failures are classified as the client classifies them
+(:func:`hivemind_bus_client.transport.errors.close_error`,
+:func:`hivemind_bus_client.protocol.reconnect.is_fatal`).
+
 When the master goes away the link is removed from the router (and the
 actions :meth:`Router.remove_link` returns are executed: QUERYs waiting on
 the master are answered ``hive.query.timeout``) and the hub reconnects with
 :func:`~hivemind_bus_client.protocol.reconnect.backoff` (first retry within a second,
-capped). A refusal of this hub's credentials (HTTP 401/403, a policy close
-during the handshake, a wrong password or no common cipher) is fatal: logged
-once as an error, no retry loop; the hub itself keeps serving its satellites.
-Pointing the upstream at one of this hub's own listeners raises
+capped). A refusal of this hub's credentials during the handshake (HTTP
+401/403, a policy close, a wrong password or no common cipher) is fatal:
+logged once as an error, no retry loop; the hub itself keeps serving its
+satellites. Pointing the upstream at one of this hub's own listeners raises
 :class:`UpstreamConfigError` at start.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import ipaddress
 import logging
-import socket
-import ssl
-import uuid
-from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import websockets
-from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
-
-from hivemind_bus_client._transport import client_ssl_context
-from hivemind_bus_client.exceptions import HandshakeError
+from hivemind_bus_client.exceptions import CloseCode, HiveMindError
+from hivemind_bus_client.protocol import crypto
 from hivemind_bus_client.protocol.connection import (
-    CloseRequested,
     Connection,
+    Event,
     HandshakeComplete,
     HelloReceived,
     MessageReceived,
@@ -76,14 +66,18 @@ from hivemind_bus_client.protocol.connection import (
     State,
 )
 from hivemind_bus_client.protocol.message import HiveMessage, HiveMessageType
-from hivemind_bus_client.protocol.reconnect import FATAL_CLOSE_CODES, backoff
+from hivemind_bus_client.protocol.reconnect import backoff, is_fatal
 from hivemind_bus_client.protocol.router import Link, LinkKind, Permissions
-from hivemind_core.config import UpstreamConfig
+from hivemind_bus_client.transport.channel import ChannelClosed
+from hivemind_bus_client.transport.driver import LinkDriver
+from hivemind_bus_client.transport.errors import close_error
+from hivemind_bus_client.transport.tls import client_context
+from hivemind_bus_client.transport.websocket import connect
+from hivemind_core.admission import authorization_token
+from hivemind_core.config import UpstreamConfig, is_own_listener
 from hivemind_core.errors import UpstreamConfigError, UpstreamRefused
-from hivemind_core.session import clone
-
-if TYPE_CHECKING:
-    from hivemind_core.node import HubNode
+from hivemind_core.node import HubNode
+from hivemind_core.returns import RETURN_KEY, ReturnTokens
 
 __all__ = [
     "RETURN_KEY",
@@ -97,64 +91,24 @@ LOG = logging.getLogger(__name__)
 
 T = HiveMessageType
 
-#: Context key of the return tokens relay hubs add to escalated messages.
-RETURN_KEY = "hive_return"
-#: Satellite tokens remembered (oldest forgotten first).
-_MAX_TOKENS = 4096
 #: Default useragent this hub presents to its master.
 DEFAULT_USERAGENT = "HiveMind-relay-hub"
-
-_ANY_ADDRESSES = frozenset({"", "0.0.0.0", "::", "*"})
-
-
-class _Retry(Exception):
-    """The attempt failed in a way worth retrying (socket, timeout, restart)."""
-
-
-def _is_local_host(host: str) -> bool:
-    """Whether ``host`` names this machine (loopback, any-address, or our own name)."""
-    name = host.strip().strip("[]").lower()
-    if name in _ANY_ADDRESSES or name == "localhost" or name.endswith(".localhost"):
-        return True
-    with contextlib.suppress(ValueError):
-        addr = ipaddress.ip_address(name)
-        return addr.is_loopback or addr.is_unspecified
-    with contextlib.suppress(OSError):
-        # gethostname only: getfqdn may wait on DNS, and this runs at start.
-        if name == socket.gethostname().lower():
-            return True
-    return False
-
-
-def is_own_listener(
-    up_host: str, up_port: int, listen_host: str, listen_ports: Iterable[int]
-) -> bool:
-    """True when ``up_host:up_port`` would reach this hub's own listener.
-
-    Same port, and the upstream host is either the address the listener is
-    bound to or (listener on a loopback or any-address) a name for this machine.
-    """
-    if int(up_port) not in {int(p) for p in listen_ports}:
-        return False
-    up = up_host.strip().strip("[]").lower()
-    own = listen_host.strip().strip("[]").lower()
-    if up == own:
-        return True
-    if own in _ANY_ADDRESSES or _is_local_host(own):
-        return _is_local_host(up)
-    return False
 
 
 class UpstreamLink:
     """This hub's connection to its master (see the module docstring).
 
     Args:
-        server: the hub whose router and sinks the link joins.
+        server: the hub node whose router and sinks the link joins.
         config: master address and this hub's credentials there.
+        listen_ports: this hub's own ports (the master may not be one of them).
         delays: reconnect delays (default: jittered exponential backoff,
             first retry under a second, capped at ``max_delay``).
         max_delay: cap of the default backoff, seconds.
-        connect_timeout: seconds for socket + handshake of one attempt.
+        connect_timeout: seconds for TCP, TLS and the websocket upgrade of one
+            attempt (default: ``config.connect_timeout``).
+        handshake_timeout: seconds the HiveMind handshake of one attempt may
+            take once the socket is open (default: ``config.handshake_timeout``).
     """
 
     def __init__(
@@ -165,30 +119,33 @@ class UpstreamLink:
         listen_ports: Iterable[int] = (),
         delays: Callable[[], Iterator[float]] | None = None,
         max_delay: float = 10.0,
-        connect_timeout: float = 10.0,
+        connect_timeout: float | None = None,
+        handshake_timeout: float | None = None,
     ) -> None:
         self.server = server
         self.config = config
         self.listen_ports = set(listen_ports)
         self.peer = f"upstream::{config.host}:{config.port}"
+        self.where = f"{config.host}:{config.port}"
         self._delays = delays or (lambda: backoff(initial=0.5, max_delay=max_delay))
-        self.connect_timeout = connect_timeout
-        self.ws: ClientConnection | None = None
-        self.conn: Connection | None = None
+        self.connect_timeout = connect_timeout or config.connect_timeout
+        self.handshake_timeout = handshake_timeout or config.handshake_timeout
+        self.driver: LinkDriver | None = None
         #: Set once the router knows the link (keyed and registered).
         self.linked = asyncio.Event()
         #: Why the link stopped for good, if it did.
         self.fatal_error: BaseException | None = None
         #: Successful connections so far.
         self.connects = 0
+        #: Connection attempts so far.
+        self.attempts = 0
         #: The master's node id and public key, from its HELLO.
         self.master_node_id: str | None = None
         self.master_pubkey: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._tokens: OrderedDict[str, str] = OrderedDict()  # token -> satellite peer
-        self._token_of: dict[str, str] = {}  # satellite peer -> token
-        self._backlog: deque[str | bytes] | None = None
+        #: The return tokens of escalated messages (answers find their satellite).
+        self.returns = ReturnTokens(server)
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -222,10 +179,10 @@ class UpstreamLink:
     async def stop(self) -> None:
         """Close the link and stop reconnecting."""
         self._stopping = True
-        ws = self.ws
-        if ws is not None:
+        driver = self.driver
+        if driver is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(1001, "hub stopping"), 2)
+                await asyncio.wait_for(driver.close(CloseCode.GOING_AWAY, "hub stopping"), 2)
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -247,143 +204,46 @@ class UpstreamLink:
 
     def send_message(self, message: HiveMessage) -> None:
         """Encode ``message`` for the master and write it (never blocks)."""
-        from hivemind_bus_client.transport.websocket import send_nowait
-
-        ws, conn = self.ws, self.conn
-        if ws is None or conn is None or conn.state is not State.READY:
+        driver = self.driver
+        if driver is None or driver.conn.state is not State.READY:
             self.server.count("upstream_dropped_not_ready")
             return
         if message.msg_type is T.ESCALATE:
-            self._add_return_token(message)
-        frame = conn.encode(message)
-        backlog = self._backlog
-        if backlog is not None:
-            # The master reads slower than we write: queue (bounded), then give up on the link.
-            if len(backlog) >= self.server.config.send_queue:
-                self.server.count("upstream_send_overflow")
-                self.close(1013, "send queue overflow")
-                return
-            backlog.append(frame)
-            return
-        if getattr(ws, "paused", False):
-            self._backlog = deque((frame,))
-            asyncio.get_running_loop().create_task(self._drain(ws), name="hivemind-upstream-drain")
-            return
-        if not send_nowait(ws, frame):
+            self.returns.mark(message)
+        try:
+            driver.send(message)
+        except ChannelClosed:
             self.server.count("upstream_dropped_not_ready")
 
-    async def _drain(self, ws: ClientConnection) -> None:
-        backlog = self._backlog
-        try:
-            while backlog:
-                await ws.send(backlog.popleft())
-        except websockets.ConnectionClosed:
-            pass
-        except Exception:
-            LOG.exception("error while draining the send queue to the master")
-        finally:
-            if self._backlog is backlog:
-                self._backlog = None
-
     def close(self, code: int, reason: str) -> None:
-        """Close the current socket (the link reconnects unless it is stopping)."""
-        ws = self.ws
-        if ws is not None:
-            asyncio.get_running_loop().create_task(ws.close(code, reason[:120]))
+        """Close the current link (the link reconnects unless it is stopping)."""
+        driver = self.driver
+        if driver is not None:
+            asyncio.get_running_loop().create_task(
+                driver.close(code, reason), name="hivemind-upstream-close"
+            )
 
     # -- ESCALATE answers --------------------------------------------------------------
-
-    def _token(self, peer: str) -> str:
-        token = self._token_of.get(peer)
-        if token is None:
-            token = uuid.uuid4().hex
-            self._token_of[peer] = token
-            self._tokens[token] = peer
-            while len(self._tokens) > _MAX_TOKENS:
-                old, old_peer = self._tokens.popitem(last=False)
-                if self._token_of.get(old_peer) == old:
-                    del self._token_of[old_peer]
-        return token
-
-    def _add_return_token(self, message: HiveMessage) -> None:
-        """Mark an ESCALATE(BUS) from one of our satellites so its answer can find it."""
-        origin = message.source_peer
-        link = self.server.router.links.get(origin) if origin else None
-        if link is None or link.kind is not LinkKind.SATELLITE:
-            return
-        inner = message.payload
-        if not isinstance(inner, HiveMessage) or inner.msg_type is not T.BUS:
-            return
-        ovos = inner.payload
-        context = getattr(ovos, "context", None)
-        if not isinstance(context, dict):
-            return
-        marks = context.get(RETURN_KEY)
-        marks = dict(marks) if isinstance(marks, dict) else {}
-        marks[self.server.node_id] = self._token(link.peer)
-        context[RETURN_KEY] = marks
 
     def relay_down(self, payload: dict[str, Any]) -> bool:
         """Send a BUS answer from the master on to the satellite whose request it answers.
 
-        ``payload`` is the OVOS message dict. Returns False when it carries no
-        token of ours (the message is for this hub itself, the caller injects
-        it); True when it was handled (sent down, or dropped because that
-        satellite is gone).
+        See :meth:`hivemind_core.returns.ReturnTokens.relay_down`.
         """
-        context = payload.get("context")
-        if not isinstance(context, dict):
-            return False
-        marks = context.get(RETURN_KEY)
-        if not isinstance(marks, dict):
-            return False
-        token = marks.get(self.server.node_id)
-        if not isinstance(token, str):
-            return False
-        server = self.server
-        peer = self._tokens.get(token)
-        if peer is None or peer not in server.router.links:
-            server.count("upstream_answer_unroutable")
-            LOG.debug("answer from the master for a satellite that is gone; dropped")
-            return True
-        context = dict(context)
-        rest = {k: v for k, v in marks.items() if k != server.node_id}
-        if rest:
-            context[RETURN_KEY] = rest
-        else:
-            del context[RETURN_KEY]
-        # The master answered the relay's session; the satellite gets its own
-        # back, as if this hub's agent had answered (the master's view of the
-        # relay stays upstream).
-        context["destination"] = peer
-        context["peer"] = peer
-        session = server.sessions.get(peer)
-        if session is not None:
-            context["session"] = clone(session.session)
-        out = {"type": payload.get("type"), "data": payload.get("data") or {}, "context": context}
-        server.count("upstream_answers_relayed")
-        server.execute(server.router.send_to([peer], HiveMessage(T.BUS, out)))
-        return True
+        return self.returns.relay_down(payload)
 
     # -- connecting ----------------------------------------------------------------------
 
     def _url(self) -> str:
         cfg = self.config
-        useragent = getattr(cfg, "useragent", "") or DEFAULT_USERAGENT
-        token = base64.b64encode(f"{useragent}:{cfg.key}".encode()).decode("ascii")
+        token = authorization_token(cfg.useragent or DEFAULT_USERAGENT, cfg.key)
         scheme = "wss" if cfg.ssl else "ws"
         host = f"[{cfg.host}]" if ":" in cfg.host and not cfg.host.startswith("[") else cfg.host
         return f"{scheme}://{host}:{cfg.port}/?authorization={token}"
 
-    def _ssl_context(self) -> ssl.SSLContext | None:
-        return client_ssl_context(self.config.ssl, self.config.self_signed)
-
     def _new_connection(self) -> Connection:
         server = self.server
-        cfg = self.config
-        from hivemind_bus_client.protocol import crypto
-
-        site_id = getattr(cfg, "site_id", "") or server.router.site_id
+        site_id = self.config.site_id or server.router.site_id
         hello = {
             "pubkey": crypto.public_key_pem(server.private_key),
             "session": {"session_id": server.node_id, "site_id": site_id},
@@ -393,118 +253,100 @@ class UpstreamLink:
         }
         return Connection(
             Role.CLIENT,
-            password=cfg.password or None,
+            password=self.config.password or None,
             private_key=server.private_key,
             hello=hello,
-            handshake_timeout=self.connect_timeout,
+            handshake_timeout=self.handshake_timeout,
             max_size=server.config.max_frame_size,
         )
 
     async def _run(self) -> None:
         delays = self._delays()
-        where = f"{self.config.host}:{self.config.port}"
         while not self._stopping:
             try:
-                await self._session()
-                delays = self._delays()  # it worked: the next outage starts from a short delay
+                linked = await self._session()
+                if linked:
+                    delays = self._delays()  # it worked: the next outage starts short
             except UpstreamRefused as exc:
                 self.fatal_error = exc
                 LOG.error(
                     "upstream %s refused this hub: %s; not retrying (fix upstream key/password "
                     "in server.json and restart)",
-                    where,
+                    self.where,
                     exc,
                 )
                 return
-            except _Retry as exc:
-                LOG.info("upstream %s unavailable: %s", where, exc)
+            except HiveMindError as exc:
+                LOG.info("upstream %s unavailable: %s", self.where, exc)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 self.server.count("errors")
-                LOG.exception("upstream link to %s failed", where)
+                LOG.exception("upstream link to %s failed", self.where)
             finally:
                 self._unlink()
             if self._stopping:
                 return
             delay = next(delays, None)
             if delay is None:
-                LOG.error("upstream %s: giving up reconnecting", where)
+                LOG.error("upstream %s: giving up reconnecting", self.where)
                 return
-            LOG.info("reconnecting to upstream %s in %.2f s", where, delay)
+            LOG.info("reconnecting to upstream %s in %.2f s", self.where, delay)
             await asyncio.sleep(delay)
 
-    async def _open(self) -> ClientConnection:
+    async def _session(self) -> bool:
+        """One connection: open, handshake, register, relay until it drops.
+
+        Returns whether the link was keyed; raises what ended it otherwise.
+
+        Raises:
+            UpstreamRefused: the master refused this hub (retrying cannot help).
+            HiveMindError: the attempt failed in a way worth retrying.
+        """
         cfg = self.server.config
-        where = f"{self.config.host}:{self.config.port}"
+        self.attempts += 1
         try:
-            return await asyncio.wait_for(
-                ws_connect(
-                    self._url(),
-                    ssl=self._ssl_context(),
-                    compression=None,
-                    open_timeout=None,
-                    ping_interval=cfg.ping_interval or None,
-                    ping_timeout=cfg.ping_timeout or None,
-                    close_timeout=2,
-                    max_size=cfg.max_frame_size,
-                    user_agent_header=DEFAULT_USERAGENT,
-                ),
-                self.connect_timeout,
+            channel = await connect(
+                self._url(),
+                ssl_context=client_context(self.config.ssl, self.config.self_signed),
+                open_timeout=self.connect_timeout,
+                max_size=cfg.max_frame_size,
+                ping_interval=cfg.ping_interval or None,
+                ping_timeout=cfg.ping_timeout or None,
+                user_agent=DEFAULT_USERAGENT,
+                where=self.where,
+                max_frames=max(1, cfg.send_queue),
             )
-        except asyncio.TimeoutError:
-            raise _Retry(f"no websocket within {self.connect_timeout:g} s") from None
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            if status in (401, 403):
-                raise UpstreamRefused(f"access key refused (HTTP {status})") from None
-            raise _Retry(f"HTTP {status} at the upgrade") from None
-        except (InvalidHandshake, InvalidURI) as exc:
-            raise UpstreamRefused(f"{where} is not a HiveMind websocket: {exc}") from None
-        except OSError as exc:
-            raise _Retry(exc.strerror or str(exc)) from None
-
-    async def _session(self) -> None:
-        """One connection: open, handshake, register, relay until it drops."""
-        ws = await self._open()
+        except HiveMindError as exc:
+            if is_fatal(exc):
+                raise UpstreamRefused(str(exc)) from exc
+            raise
         conn = self._new_connection()
-        self.ws, self.conn = ws, conn
-        loop = asyncio.get_running_loop()
-        conn.start(loop.time())
-        greeted = False
+        driver = LinkDriver(
+            conn, channel, self._on_event, clock=self.server.now, name="hub-upstream"
+        )
+        self.driver = driver
         try:
-            while True:
-                try:
-                    frame = await asyncio.wait_for(ws.recv(), self.connect_timeout)
-                except asyncio.TimeoutError:
-                    if conn.state is State.HANDSHAKING:
-                        raise _Retry("the master did not finish the handshake in time") from None
-                    continue
-                except websockets.ConnectionClosed as exc:
-                    raise self._classify_close(exc, greeted, conn.state) from None
-                greeted = True
-                conn.receive_frame(frame)
-                for event in conn.events():
-                    self._on_event(event, conn)
-                for out in conn.frames_to_send():
-                    await ws.send(out)
+            driver.start()
+            ended = await driver.run()
         finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(), 2)
-            conn.connection_lost(ws.close_code, ws.close_reason or "")
+            self.driver = None
+        linked = self.connected
+        error = close_error(ended, self.where, handshaking=not linked, mode=conn.mode)
+        if not linked and is_fatal(error):
+            raise UpstreamRefused(str(error)) from error
+        LOG.info("upstream %s: link ended: %s", self.where, error)
+        return linked
 
-    def _on_event(self, event: Any, conn: Connection) -> None:
+    def _on_event(self, event: Event) -> None:
         if isinstance(event, MessageReceived):
             if self.connected:
                 self.server.route(self.peer, event.message)
         elif isinstance(event, HandshakeComplete):
-            self._link(conn)
+            if self.driver is not None:
+                self._link(self.driver.conn)
         elif isinstance(event, HelloReceived):
             self._on_hello(event.payload)
-        elif isinstance(event, CloseRequested):
-            if not self.connected and isinstance(event.error, HandshakeError):
-                raise UpstreamRefused(event.reason or "handshake refused")
-            raise _Retry(f"link closed: {event.reason} ({event.code})")
 
     def _on_hello(self, payload: dict[str, Any]) -> None:
         node_id = payload.get("node_id")
@@ -516,18 +358,6 @@ class UpstreamLink:
         pub = payload.get("pubkey")
         if isinstance(pub, str) and pub:
             self.master_pubkey = pub
-
-    def _classify_close(
-        self, exc: websockets.ConnectionClosed, greeted: bool, state: State
-    ) -> Exception:
-        rcvd = exc.rcvd
-        code = rcvd.code if rcvd is not None else None
-        reason = rcvd.reason if rcvd is not None else ""
-        why = f"closed with {code}" + (f" ({reason})" if reason else "")
-        if state is State.HANDSHAKING and code is not None:
-            if code in FATAL_CLOSE_CODES or (not greeted and code == 1000):
-                return UpstreamRefused(f"{why} during the handshake: credentials refused")
-        return _Retry(why if code is not None else "connection lost")
 
     # -- router registration ---------------------------------------------------------------
 
@@ -560,8 +390,6 @@ class UpstreamLink:
 
     def _unlink(self) -> None:
         """Forget the master link; answer what was waiting on it."""
-        self.ws = None
-        self._backlog = None
         if not self.linked.is_set():
             return
         self.linked.clear()

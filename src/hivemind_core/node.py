@@ -123,6 +123,10 @@ class HubNode:
             when omitted.
         node_id: this hub's id in HELLO and route hops (default: derived from the key).
         site_id: this hub's own site (BROADCAST targeting).
+        router: a ready router (tests, simulations); default: one built from ``config``.
+        clock: the time base of the router and the connections (default: the
+            running loop's clock); with a clock of its own the node arms no
+            loop timer, its owner drives ``router.handle_timer``.
     """
 
     def __init__(
@@ -135,6 +139,8 @@ class HubNode:
         private_key: crypto.PrivateKey | None = None,
         node_id: str | None = None,
         site_id: str | None = None,
+        router: Router | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.config = config
         self.db = database
@@ -142,8 +148,10 @@ class HubNode:
         self.binary_handler = binary_handler or LoggingBinaryHandler()
         self.private_key = private_key or crypto.create_private_key()
         pub = crypto.public_key_pem(self.private_key)
+        if router is not None:
+            node_id = node_id or router.node_id
         self.node_id = node_id or "hivemind-core::" + hashlib.sha256(pub.encode()).hexdigest()[:16]
-        self.router = Router(
+        self.router = router or Router(
             self.node_id,
             site_id,
             hop_limit=config.hop_limit,
@@ -175,6 +183,7 @@ class HubNode:
         self.upstream: UpstreamSink | None = None
         self._router_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._clock = clock
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -183,7 +192,9 @@ class HubNode:
         self._loop = loop or asyncio.get_running_loop()
 
     def now(self) -> float:
-        """The loop's clock: what every ``now`` given to the router and connections is."""
+        """The node's clock: what every ``now`` given to the router and connections is."""
+        if self._clock is not None:
+            return self._clock()
         loop = self._loop or asyncio.get_running_loop()
         return loop.time()
 
@@ -322,13 +333,11 @@ class HubNode:
                     else:
                         sink.send_message(action.message)
                 elif isinstance(action, Deliver):
-                    self.deliver(action.message, action.origin)
+                    self.deliver(action)
                 elif isinstance(action, Deny):
                     self.deny(action)
                 elif isinstance(action, Drop):
-                    self.count("dropped")
-                    if LOG.isEnabledFor(logging.DEBUG):
-                        LOG.debug("dropped message from %s: %s", action.peer, action.reason)
+                    self.drop(action)
                 elif isinstance(action, AskLocal):
                     self.ask_local(action)
                 else:
@@ -364,6 +373,12 @@ class HubNode:
         except Exception:
             self.count("errors")
             LOG.exception("router timer failed")
+
+    def drop(self, drop: Drop) -> None:
+        """A message the router refused to pass on: counted (and logged at DEBUG)."""
+        self.count("dropped")
+        if LOG.isEnabledFor(logging.DEBUG):
+            LOG.debug("dropped message from %s: %s", drop.peer, drop.reason)
 
     def ask_local(self, action: AskLocal) -> None:
         """Ask the agent to answer a QUERY/CASCADE request; feed its answer to the router."""
@@ -402,8 +417,9 @@ class HubNode:
             LOG.info("closing %s after repeated violations: %s", deny.peer, deny.reason)
             sink.close(CloseCode.PERMISSION, f"permission violations: {deny.reason}")
 
-    def deliver(self, message: HiveMessage, origin: str | None) -> None:
+    def deliver(self, action: Deliver) -> None:
         """A message the router delivered to this node: agent, observers, binary or handlers."""
+        message, origin = action.message, action.origin
         mtype = message.msg_type
         if mtype is T.BUS:
             out = self.admit(message.payload_dict(), origin)

@@ -38,7 +38,7 @@ _LAZY = {
     "HiveMessageBusClient": "hivemind_bus_client.client",
     "BinaryDataCallbacks": "hivemind_bus_client.client",
     "NodeIdentity": "hivemind_bus_client.identity",
-    "AsyncHiveMessageBusClient": "hivemind_bus_client.asyncio_client",
+    "AsyncHiveMessageBusClient": "hivemind_bus_client.client.asyncio",
     "with_hivemind": "hivemind_bus_client.decorators",
 }
 

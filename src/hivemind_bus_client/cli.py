@@ -1,4 +1,4 @@
-"""The ``hivemind-client`` command (seed docs 001, 002; CLIENT-REFERENCE.md §6.2).
+"""The ``hivemind-client`` command (seed docs 001, 002; docs/client.md, "Command line").
 
 Commands: ``set-identity``, ``test-identity``, ``reset-pgp``, ``terminal``,
 ``send-mycroft``, ``escalate``, ``propagate``, ``query``, ``cascade``, ``ping``.
@@ -11,109 +11,30 @@ status 1 (2 for usage errors, as click does); never a traceback.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
 
 import click
 from ovos_bus_client.message import Message
 
-from hivemind_bus_client.exceptions import HiveMindError
+from hivemind_bus_client.cli_support import (
+    CliError,
+    connect_client,
+    connection_options,
+    friendly,
+    message_options,
+    ovos_message,
+)
 from hivemind_bus_client.identity import NodeIdentity
+from hivemind_bus_client.protocol.hive_map import HiveMapper
 from hivemind_bus_client.protocol.message import HiveMessage, HiveMessageType
 
 __all__ = ["main"]
 
 LOG = logging.getLogger("hivemind_bus_client")
-
-
-class CliError(click.ClickException):
-    """A failure reported as one ``error: ...`` line with exit status 1."""
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"{type(exc).__name__}: {text}"
-
-
-def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn every library or OS error into a one-line :class:`CliError`."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except click.ClickException:
-            raise
-        except KeyboardInterrupt:
-            raise click.Abort() from None
-        except (HiveMindError, OSError, ValueError, TimeoutError) as exc:
-            raise CliError(_describe(exc)) from None
-
-    return wrapper
-
-
-def _connection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option(
-            "--key", default=None, help="HiveMind access key (default read from identity file)"
-        ),
-        click.option(
-            "--password", default=None, help="HiveMind password (default read from identity file)"
-        ),
-        click.option(
-            "--host", default=None, help="HiveMind host (default read from identity file)"
-        ),
-        click.option("--port", type=int, default=None, help="HiveMind port number (default: 5678)"),
-        click.option(
-            "--siteid",
-            default=None,
-            help="location identifier for message.context  (default read from identity file)",
-        ),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
-
-
-def _message_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--payload", default="{}", help="ovos message.data json")(fn)
-    return click.option("--msg", required=True, help="ovos message type to inject")(fn)
-
-
-def _connect(
-    key: str | None,
-    password: str | None,
-    host: str | None,
-    port: int | None,
-    siteid: str | None,
-    **kw: Any,
-) -> Any:
-    from hivemind_bus_client.client import HiveMessageBusClient
-
-    client = HiveMessageBusClient(
-        key=key, password=password, host=host, port=port, site_id=siteid, **kw
-    )
-    client.connect()
-    return client
-
-
-def _ovos_message(msg: str, payload: str) -> Message:
-    try:
-        data = json.loads(payload) if payload else {}
-    except ValueError as exc:
-        raise CliError(f"--payload is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise CliError("--payload must be a JSON object")
-    return Message(msg, data)
 
 
 @click.group()
@@ -133,7 +54,7 @@ def main(debug: bool) -> None:
 @click.option("--host", default="", help="HiveMind host")
 @click.option("--port", type=int, default=5678, help="HiveMind port number (default: 5678)")
 @click.option("--siteid", default="", help="location identifier for message.context")
-@_friendly
+@friendly
 def set_identity(key: str, password: str, host: str, port: int, siteid: str) -> None:
     """Write the identity file used by default by every command and by the library."""
     if not (key or password or siteid):
@@ -156,7 +77,7 @@ def set_identity(key: str, password: str, host: str, port: int, siteid: str) -> 
 
 
 @main.command("reset-pgp")
-@_friendly
+@friendly
 def reset_pgp() -> None:
     """Make a new RSA key pair for this node and save it in the identity."""
     identity = NodeIdentity()
@@ -166,10 +87,10 @@ def reset_pgp() -> None:
 
 
 @main.command("test-identity")
-@_friendly
+@friendly
 def test_identity() -> None:
     """Connect with the identity file alone and report."""
-    client = _connect(None, None, None, None, None, reconnect=False)
+    client = connect_client(None, None, None, None, None, reconnect=False)
     try:
         click.echo("== Identity successfully connected to HiveMind!")
     finally:
@@ -177,7 +98,7 @@ def test_identity() -> None:
 
 
 @main.command("terminal")
-@_connection_options
+@connection_options
 @click.option(
     "--timeout",
     type=float,
@@ -185,7 +106,7 @@ def test_identity() -> None:
     show_default=True,
     help="seconds to wait for answers after the input ends",
 )
-@_friendly
+@friendly
 def terminal(
     key: str | None,
     password: str | None,
@@ -195,7 +116,7 @@ def terminal(
     timeout: float,
 ) -> None:
     """Chat with the hub: each line you type is an utterance; answers are printed."""
-    client = _connect(key, password, host, port, siteid)
+    client = connect_client(key, password, host, port, siteid)
     answers = threading.Semaphore(0)
 
     def on_speak(message: Message) -> None:
@@ -247,8 +168,8 @@ def _send_wrapped(
     response: str | None,
     timeout: float,
 ) -> None:
-    message = _ovos_message(msg, payload)
-    client = _connect(key, password, host, port, siteid, reconnect=False)
+    message = ovos_message(msg, payload)
+    client = connect_client(key, password, host, port, siteid, reconnect=False)
     try:
         click.echo("== connected to HiveMind")
         hive = HiveMessage(HiveMessageType.BUS, message)
@@ -276,11 +197,11 @@ _TIMEOUT = click.option(
 
 
 @main.command("send-mycroft")
-@_connection_options
-@_message_options
+@connection_options
+@message_options
 @_RESPONSE
 @_TIMEOUT
-@_friendly
+@friendly
 def send_mycroft(
     key: str | None,
     password: str | None,
@@ -297,9 +218,9 @@ def send_mycroft(
 
 
 @main.command("escalate")
-@_connection_options
-@_message_options
-@_friendly
+@connection_options
+@message_options
+@friendly
 def escalate(
     key: str | None,
     password: str | None,
@@ -316,9 +237,9 @@ def escalate(
 
 
 @main.command("propagate")
-@_connection_options
-@_message_options
-@_friendly
+@connection_options
+@message_options
+@friendly
 def propagate(
     key: str | None,
     password: str | None,
@@ -343,10 +264,10 @@ def _answer_text(message: HiveMessage) -> str:
 
 
 @main.command("query")
-@_connection_options
-@_message_options
+@connection_options
+@message_options
 @_TIMEOUT
-@_friendly
+@friendly
 def query(
     key: str | None,
     password: str | None,
@@ -358,8 +279,8 @@ def query(
     timeout: float,
 ) -> None:
     """send a QUERY (first answer wins) and print the answer"""
-    message = _ovos_message(msg, payload)
-    client = _connect(key, password, host, port, siteid, reconnect=False)
+    message = ovos_message(msg, payload)
+    client = connect_client(key, password, host, port, siteid, reconnect=False)
     try:
         click.echo("== connected to HiveMind")
         answer = client.query(HiveMessage(HiveMessageType.BUS, message), timeout=timeout)
@@ -372,12 +293,12 @@ def query(
 
 
 @main.command("cascade")
-@_connection_options
-@_message_options
+@connection_options
+@message_options
 @click.option(
     "--timeout", type=float, default=5.0, show_default=True, help="seconds to gather answers"
 )
-@_friendly
+@friendly
 def cascade(
     key: str | None,
     password: str | None,
@@ -389,8 +310,8 @@ def cascade(
     timeout: float,
 ) -> None:
     """send a CASCADE and print every answer gathered"""
-    message = _ovos_message(msg, payload)
-    client = _connect(key, password, host, port, siteid, reconnect=False)
+    message = ovos_message(msg, payload)
+    client = connect_client(key, password, host, port, siteid, reconnect=False)
     try:
         click.echo("== connected to HiveMind")
         result = client.cascade(HiveMessage(HiveMessageType.BUS, message), timeout=timeout)
@@ -405,12 +326,12 @@ def cascade(
 
 
 @main.command("ping")
-@_connection_options
+@connection_options
 @click.option(
     "--timeout", type=float, default=5.0, show_default=True, help="seconds to collect PONGs"
 )
 @click.option("--json", "as_json", is_flag=True, help="print the answers as JSON")
-@_friendly
+@friendly
 def ping(
     key: str | None,
     password: str | None,
@@ -421,27 +342,26 @@ def ping(
     as_json: bool,
 ) -> None:
     """flood a PING and list every node that answered, with hops and round-trip time"""
-    client = _connect(key, password, host, port, siteid, reconnect=False)
+    client = connect_client(key, password, host, port, siteid, reconnect=False)
     try:
         sent = time.time()
         pongs = client.ping(timeout=timeout)
+        me = client.peer
     finally:
         client.close()
-    rows = []
+    mapper = HiveMapper(root_peer=me)
     for pong in pongs:
-        data = pong.payload if isinstance(pong.payload, dict) else {}
-        stamp = data.get("timestamp")
-        rtt = None
-        if isinstance(stamp, (int, float)):
-            rtt = max(0.0, (pong.metadata.get("received_at") or time.time()) - stamp)
-        rows.append(
-            {
-                "peer": data.get("peer"),
-                "site_id": data.get("site_id"),
-                "hops": len(pong.route),
-                "rtt_ms": round(rtt * 1000, 1) if rtt is not None else None,
-            }
-        )
+        mapper.on_pong(pong, received_at=pong.metadata.get("received_at") or time.time())
+    rows = [
+        {
+            "peer": info.peer,
+            "site_id": info.site_id,
+            "hops": info.hops,
+            "rtt_ms": round(max(0.0, info.rtt) * 1000, 1) if info.rtt is not None else None,
+        }
+        for info in mapper.nodes.values()
+        if info.peer != me
+    ]
     if as_json:
         click.echo(json.dumps({"sent_at": sent, "nodes": rows}, ensure_ascii=False))
         return

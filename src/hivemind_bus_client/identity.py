@@ -2,7 +2,7 @@
 
 The file is ``$XDG_CONFIG_HOME/hivemind/_identity.json`` (``~/.config/hivemind``
 when ``XDG_CONFIG_HOME`` is unset), the same file and keys as the reference
-client 0.4.4 / 0.8 (CLIENT-REFERENCE.md §6.1), so an identity written by either
+client 0.4.4 / 0.8 (docs/client.md, "Identity file"), so an identity written by either
 works with the other:
 
 ========================  ===========================================================

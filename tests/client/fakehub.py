@@ -78,6 +78,8 @@ class FakeHub:
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self.received: list[HiveMessage] = []
+        #: (message type, came as a binary frame?) of every message received, in order.
+        self.frame_kinds: list[tuple[HiveMessageType, bool]] = []
         self.hellos: list[dict[str, Any]] = []
         self.links: dict[str, Link] = {}
         self.connections = 0
@@ -255,6 +257,7 @@ class FakeHub:
                     elif isinstance(event, MessageReceived):
                         with self._lock:
                             self.received.append(event.message)
+                            self.frame_kinds.append((event.message.msg_type, event.binary))
                         self._respond(link, event.message)
                     elif isinstance(event, CloseRequested):
                         await ws.close(event.code, event.reason)

@@ -12,9 +12,9 @@ from ovos_bus_client.message import Message
 from hivemind_bus_client.asyncio_client import AsyncHiveMessageBusClient
 from hivemind_bus_client.exceptions import AuthenticationFailed, UnauthorizedKeyError
 from hivemind_bus_client.identity import NodeIdentity
-from hivemind_bus_client.message import HiveMessage, HiveMessageType
+from hivemind_bus_client.message import HiveMessageType
 
-from .fakehub import FakeHub
+from .fakehub import Account, FakeHub
 
 T = HiveMessageType
 
@@ -101,23 +101,32 @@ def test_query_cascade_ping_and_reconnect(hub: FakeHub, identity: NodeIdentity) 
     assert out["again"].payload.data["utterance"] == "echo: back"
 
 
-def test_intercom_message_type_is_json_only(hub: FakeHub, identity: NodeIdentity) -> None:
-    """INTERCOM has no binary type code: it must travel as JSON even when binarized."""
+def test_intercom_message_type_is_json_only(identity: NodeIdentity) -> None:
+    """INTERCOM has no binary type code: it must travel as JSON even when binarized.
+
+    The link is binarized (a BUS message arrives as a binary frame), yet the
+    INTERCOM must arrive as a text frame.
+    """
     from hivemind_bus_client import crypto
 
-    async def scenario() -> None:
+    async def scenario(hub: FakeHub) -> None:
         client = make(hub, identity)
         await client.connect()
         try:
+            assert client.handshake_info is not None and client.handshake_info["binarize"]
+            await client.emit(utterance("bus first"))
             await client.emit_intercom(
                 utterance("x"), crypto.public_key_pem(crypto.create_private_key())
             )
-            for _ in range(200):
+            for _ in range(300):
                 if hub.of_type(T.INTERCOM):
                     return
                 await asyncio.sleep(0.01)
         finally:
             await client.close()
 
-    asyncio.run(scenario())
-    assert isinstance(hub.of_type(T.INTERCOM)[0], HiveMessage)
+    with FakeHub([Account("sat-key", "hunter22")], binarize=True) as hub:
+        asyncio.run(scenario(hub))
+        kinds = dict(hub.frame_kinds)
+    assert kinds[T.BUS] is True, hub.frame_kinds  # the link does carry binary frames
+    assert kinds[T.INTERCOM] is False, hub.frame_kinds  # ... but never an INTERCOM

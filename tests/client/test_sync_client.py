@@ -107,10 +107,16 @@ def test_wrong_password(hub: FakeHub, make_client: MakeClient) -> None:
 
 
 def test_no_common_encoding(make_client: MakeClient) -> None:
+    """A cipher/encoding mismatch is a NegotiationFailed, never an AuthenticationFailed.
+
+    The wire closes both with 1008; the hub's close reason says which it was.
+    """
     with FakeHub([Account("sat-key", "hunter22")], encodings=["JSON-HEX"]) as fake:
-        client = make_client(fake, encodings=["JSON-B64"])
-        with pytest.raises((NegotiationFailed, AuthenticationFailed)):
+        client = make_client(fake, encodings=["JSON-B64"], reconnect=False)
+        with pytest.raises(NegotiationFailed) as info:
             client.connect()
+    assert not isinstance(info.value, AuthenticationFailed)
+    assert "no common encoding" in str(info.value)
 
 
 def test_nothing_listening(make_client: MakeClient) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from ovos_bus_client.message import Message
@@ -193,6 +194,28 @@ def test_config_url_and_authorization() -> None:
     assert cfg.secure and cfg.port == 9000 and cfg.site_id == "unknown"
     assert cfg.url == "wss://hub.local:9000/?authorization=TXlVQTpL"
     assert "K" not in cfg.redacted().replace("KS", "")
+
+
+def test_config_never_shows_its_secrets() -> None:
+    """Neither ``redacted()`` nor ``repr`` may show the key, the password, the
+    pre-shared key or the authorization token (which carries the key)."""
+    key, password, preshared = "Sup3rSecretAccessKey", "Hunter2Password", "0123456789ABCDEF"
+    cfg, _ = _config.resolve(
+        identity=NodeIdentity({}),
+        key=key,
+        password=password,
+        crypto_key=preshared,
+        host="ws://hub.local",
+        port=5678,
+        useragent="MyUA",
+        site_id=None,
+        session_id=None,
+    )
+    token = _config.authorization("MyUA", key)
+    assert token in cfg.url  # the token is what a leak of the URL would show
+    for text in (cfg.redacted(), repr(cfg), str(cfg)):
+        for secret in (key, password, preshared, token, quote(token, safe="")):
+            assert secret not in text, (secret, text)
 
 
 def test_config_requires_key_and_host() -> None:

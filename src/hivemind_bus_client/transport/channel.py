@@ -197,6 +197,7 @@ class QueueChannel:
         self._code: int | None = None
         self._reason = ""
         self._by_peer = True
+        self._error: BaseException | None = None
 
     # -- producer side ---------------------------------------------------------------
 
@@ -205,10 +206,13 @@ class QueueChannel:
         if self._code is None:
             self._inbox.put_nowait(frame)
 
-    def feed_close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
-        """The peer (or the transport) ended the link."""
+    def feed_close(
+        self, code: int = CloseCode.NORMAL, reason: str = "", error: BaseException | None = None
+    ) -> None:
+        """The peer (or the transport) ended the link; ``error`` is the cause, when known."""
         if self._code is None:
             self._code, self._reason, self._by_peer = int(code), reason, True
+            self._error = error
             self._inbox.put_nowait(None)
 
     # -- Channel ---------------------------------------------------------------------
@@ -228,7 +232,7 @@ class QueueChannel:
 
     def _ended(self) -> ChannelClosed:
         assert self._code is not None
-        return ChannelClosed(self._code, self._reason, by_peer=self._by_peer)
+        return ChannelClosed(self._code, self._reason, by_peer=self._by_peer, error=self._error)
 
     async def recv(self) -> Frame:
         if self._code is not None and self._inbox.empty():

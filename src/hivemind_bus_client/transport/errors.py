@@ -15,7 +15,9 @@ HTTP 401/403 (websocket upgrade or HTTP call)  ``UnauthorizedKeyError``
 other HTTP status, not a HiveMind endpoint     ``HiveMindConnectionError``
 a timeout                                      ``ConnectTimeout``
 websocket closed                               ``ChannelClosed``
-MQTT broker error                              ``HiveMindConnectionError``
+MQTT broker unreachable (while connecting)     ``HiveMindEntryPointNotFound``
+MQTT broker lost on an open link               ``HiveMindConnectionError``
+MQTT broker refused our login                  ``ConfigurationError``
 =============================================  =================================
 
 :func:`close_error` turns the end of a link (a :class:`ChannelClosed`) into the
@@ -54,6 +56,7 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 from hivemind_bus_client.exceptions import (
     AuthenticationFailed,
     CloseCode,
+    ConfigurationError,
     ConnectionClosedError,
     ConnectionClosedOK,
     ConnectTimeout,
@@ -163,17 +166,31 @@ def map_errors(
             raise HiveMindEntryPointNotFound(f"cannot reach {where}: {text}") from None
         raise HiveMindConnectionError(f"link to {where} failed: {text}") from None
     except Exception as exc:
-        if _is_mqtt_error(exc):
-            raise HiveMindConnectionError(f"MQTT broker {where}: {exc}") from None
-        raise
+        mapped = _mqtt_error(exc, where, connecting)
+        if mapped is None:
+            raise
+        raise mapped from None
 
 
-def _is_mqtt_error(exc: BaseException) -> bool:
+#: MQTT CONNACK codes (v3 and v5) that mean "bad broker login".
+_MQTT_LOGIN_REFUSED = frozenset({4, 5, 134, 135})
+
+
+def _mqtt_error(exc: BaseException, where: str, connecting: bool) -> HiveMindError | None:
+    """The hierarchy's error for an aiomqtt failure, or None when ``exc`` is not one."""
     try:
-        from aiomqtt import MqttError
+        from aiomqtt import MqttCodeError, MqttError
     except ImportError:  # the mqtt extra is not installed: nothing can raise it
-        return False
-    return isinstance(exc, MqttError)
+        return None
+    if not isinstance(exc, MqttError):
+        return None
+    if isinstance(exc.__cause__, ssl.SSLError):
+        return SecureConnectionFailed(f"TLS with {where} failed: {exc}")
+    if isinstance(exc, MqttCodeError) and exc.rc in _MQTT_LOGIN_REFUSED:
+        return ConfigurationError(f"{where} refused our broker login: {exc}")
+    if connecting:
+        return HiveMindEntryPointNotFound(f"cannot reach {where}: {exc}")
+    return HiveMindConnectionError(f"{where}: {exc}")
 
 
 def is_negotiation_reason(reason: str) -> bool:

@@ -1,0 +1,144 @@
+"""``handshake_timeout`` is honoured by every client transport against a silent peer.
+
+Each peer accepts the transport (websocket upgrade, HTTP ``/connect``, MQTT broker
+connection) and then never speaks HiveMind. With ``handshake_timeout=0.5`` and a
+long ``connect_timeout`` the client must give up after about half a second with
+``ConnectTimeout``, not after the whole connect timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from websockets.asyncio.server import ServerConnection, serve
+
+from hivemind_bus_client.client import HiveMessageBusClient
+from hivemind_bus_client.exceptions import ConnectTimeout
+from hivemind_bus_client.http_client import HiveMindHTTPClient
+from hivemind_bus_client.identity import NodeIdentity
+from mqtt.conftest import mosquitto  # noqa: F401  (the private broker fixture)
+from support.net import free_port
+
+LIMITS = {"connect_timeout": 8.0, "handshake_timeout": 0.5, "reconnect": False}
+
+
+def _timed_failure(client: Any) -> float:
+    started = time.monotonic()
+    try:
+        with pytest.raises(ConnectTimeout):
+            client.connect()
+    finally:
+        client.close()
+    return time.monotonic() - started
+
+
+@pytest.fixture
+def silent_websocket() -> Iterator[int]:
+    """A websocket server that accepts and never sends a frame."""
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    stop: list[asyncio.Event] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        await asyncio.sleep(30)
+
+    async def main() -> None:
+        stop.append(asyncio.Event())
+        async with serve(handler, "127.0.0.1", port):
+            started.set()
+            await stop[0].wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    assert started.wait(10)
+    yield port
+    loop.call_soon_threadsafe(stop[0].set)
+    thread.join(10)
+
+
+def test_websocket_client_honours_handshake_timeout(
+    silent_websocket: int, identity: NodeIdentity
+) -> None:
+    client = HiveMessageBusClient(
+        key="k",
+        password="p",
+        host="ws://127.0.0.1",
+        port=silent_websocket,
+        identity=identity,
+        **LIMITS,
+    )
+    took = _timed_failure(client)
+    assert 0.4 < took < 2.5, took
+
+
+class _SilentHTTP(BaseHTTPRequestHandler):
+    """Accepts /connect, then every poll returns no frame."""
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        body = json.dumps({"messages": [], "b64_messages": []}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = _answer
+    do_POST = _answer
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+
+@pytest.fixture
+def silent_http() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SilentHTTP)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield int(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_client_honours_handshake_timeout(silent_http: int, identity: NodeIdentity) -> None:
+    client = HiveMindHTTPClient(
+        key="k",
+        password="p",
+        host="http://127.0.0.1",
+        port=silent_http,
+        identity=identity,
+        **LIMITS,
+    )
+    took = _timed_failure(client)
+    assert 0.4 < took < 2.5, took
+
+
+def test_mqtt_client_honours_handshake_timeout(
+    mosquitto: tuple[str, int],  # noqa: F811
+    identity: NodeIdentity,
+) -> None:
+    from hivemind_bus_client.mqtt_client import HiveMindMQTTClient
+
+    host, port = mosquitto
+    client = HiveMindMQTTClient(
+        key="nobody-answers",
+        password="p",
+        host=host,
+        port=port,
+        identity=identity,
+        prefix="silent-test",
+        **LIMITS,
+    )
+    took = _timed_failure(client)
+    assert 0.4 < took < 2.5, took

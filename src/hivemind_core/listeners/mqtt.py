@@ -68,8 +68,8 @@ import uuid
 from collections import deque
 from typing import Any
 
-from hivemind_bus_client import _mqtt_wire as wire
-from hivemind_bus_client._mqtt_wire import aiomqtt
+from hivemind_bus_client.transport import mqtt as wire
+from hivemind_bus_client.transport.mqtt import aiomqtt
 from hivemind_bus_client.exceptions import CloseCode
 from hivemind_bus_client.protocol.reconnect import backoff
 from hivemind_bus_client.transport.channel import Frame, QueueChannel

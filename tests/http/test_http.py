@@ -312,13 +312,7 @@ def test_hub_side_close_reaches_the_client(hub: HubThread) -> None:
     client = client_for(hub, row.api_key, reconnect=False, poll_interval=0.1)
     client.connect()
     try:
-        hub.call(
-            lambda: (
-                hub.db.delete_client(row.client_id)
-                if hasattr(hub.db, "delete_client")
-                else hub.db.revoke_client(row.client_id)
-            )
-        )
+        assert hub.call(lambda: hub.db.delete_client(row.client_id)) is True
         deadline = time.monotonic() + 5
         while client.connected and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -209,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     _run(cli, argv)
 
 
-def _run(group: Callable[..., Any], argv: Sequence[str] | None) -> None:
+def _run(group: click.Command, argv: Sequence[str] | None) -> None:
     try:
         rv = group.main(
             args=list(argv) if argv is not None else None,

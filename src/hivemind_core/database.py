@@ -73,7 +73,7 @@ def available_backends() -> list[str]:
 
 
 def _load_backend(name: str) -> type[ClientDatabase]:
-    return plugins.load(
+    cls: type[ClientDatabase] = plugins.load(
         ENTRY_POINT_GROUP,
         name,
         ClientDatabase,
@@ -82,6 +82,7 @@ def _load_backend(name: str) -> type[ClientDatabase]:
         kind="database backend",
         error=BackendUnavailable,
     )
+    return cls
 
 
 def open_database(

@@ -22,7 +22,7 @@ import importlib
 import logging
 from collections.abc import Mapping
 from importlib.metadata import entry_points
-from typing import TypeVar
+from typing import Any
 
 from hivemind_core.errors import PluginError
 
@@ -43,8 +43,6 @@ BINARY_GROUP = "hivemind.binary_handlers"
 #: Entry-point group of client database backends.
 DATABASE_GROUP = "hivemind.databases"
 
-P = TypeVar("P")
-
 
 def available(group: str, builtins: Mapping[str, str] | None = None) -> list[str]:
     """The names :func:`load` accepts in ``group`` (entry points plus built-ins), sorted."""
@@ -56,13 +54,13 @@ def available(group: str, builtins: Mapping[str, str] | None = None) -> list[str
 def load(
     group: str,
     name: str,
-    base: type[P],
+    base: type,
     builtins: Mapping[str, str] | None = None,
     aliases: Mapping[str, str] | None = None,
     *,
     kind: str = "plugin",
     error: type[Exception] = PluginError,
-) -> type[P]:
+) -> type[Any]:
     """The class plugin ``name`` of ``group`` names (see the module docstring for the order).
 
     Args:

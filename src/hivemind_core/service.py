@@ -73,8 +73,11 @@ def load_binary_handler(name: str | None) -> BinaryHandler:
     """
     if not name or name == "log":
         return LoggingBinaryHandler()
-    cls = plugins.load(BINARY_GROUP, name, BinaryHandler, kind="binary handler")
-    return cls()
+    cls: type[BinaryHandler] = plugins.load(
+        BINARY_GROUP, name, BinaryHandler, kind="binary handler"
+    )
+    handler: BinaryHandler = cls()
+    return handler
 
 
 def build_server(

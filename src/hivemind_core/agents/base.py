@@ -93,7 +93,7 @@ def load_agent(config: HubConfig) -> Agent:
     Raises:
         AgentError: no such agent, or it is not an :class:`Agent`.
     """
-    cls = plugins.load(
+    cls: type[Agent] = plugins.load(
         AGENT_GROUP, config.agent or "embedded", Agent, _BUILTIN, kind="agent", error=AgentError
     )
     return cls(config)

@@ -137,9 +137,10 @@ class OVOSAgent(Agent):
             if self._stopping:
                 return
             LOG.warning("lost the OVOS message bus at %s; reconnecting", self.url)
-            ws = await self._reconnect()
-            if ws is None:
+            fresh = await self._reconnect()
+            if fresh is None:
                 return
+            ws = fresh
             self.reconnects += 1
             LOG.info("reconnected to the OVOS message bus at %s", self.url)
             self._attach(ws)

@@ -68,11 +68,11 @@ import uuid
 from collections import deque
 from typing import Any
 
-from hivemind_bus_client.transport import mqtt as wire
-from hivemind_bus_client.transport.mqtt import aiomqtt
 from hivemind_bus_client.exceptions import CloseCode
 from hivemind_bus_client.protocol.reconnect import backoff
+from hivemind_bus_client.transport import mqtt as wire
 from hivemind_bus_client.transport.channel import Frame, QueueChannel
+from hivemind_bus_client.transport.mqtt import aiomqtt
 from hivemind_core.admission import Admitted, Refusal, Refused
 from hivemind_core.errors import BrokerUnavailable
 from hivemind_core.links import SatelliteLink

@@ -1,7 +1,7 @@
 """``hivemind-core``: the hub's admin command line.
 
 Every command of the reference hub 4.0.0 keeps its name, arguments and
-options (hub notes §3), so scripts and docs written for it keep working, with
+options, so scripts and docs written for it keep working, with
 these differences:
 
 * clients are addressed by numeric id **or** access key; when the argument is

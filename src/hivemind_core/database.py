@@ -59,7 +59,7 @@ _BUILTIN = {
     "json": "hivemind_core.db.json_db:JsonDatabase",
 }
 
-#: The reference hub's database plugin names (see docs/hub.md, client database).
+#: The reference hub's database plugin names (see docs/hub.md, plugins).
 _ALIASES = {
     "hivemind-sqlite-db-plugin": "sqlite",
     "hivemind-redis-db-plugin": "redis",

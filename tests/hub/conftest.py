@@ -82,7 +82,7 @@ def xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-# What the reference 4.0.0 writes (hub notes §2.1-2.3): records keyed by id,
+# What the reference 4.0.0 writes: records keyed by id,
 # null lists from its add-client, a "revoked" tombstone for a deleted client,
 # and (a quirk of its JSON store) the same id twice, the later one winning.
 REFERENCE_CLIENTS_JSON = """{

@@ -1,7 +1,7 @@
 """A hub restart under many satellites: every one of them is answered again within 5 s.
 
 Users of the reference waited about 20 minutes, or restarted their satellites,
-after a hub restart (USERS.md). Here the hub goes away under 25 connected
+after a hub restart. Here the hub goes away under 25 connected
 satellites (our asyncio client, password handshake) and comes back on the
 same port after half a second, as a process restart does; each satellite must
 reconnect on its own, redo the handshake and get its next utterance answered,

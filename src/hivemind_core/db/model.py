@@ -3,7 +3,7 @@
 :class:`ClientDatabase` is the contract every backend fulfils; the record
 :class:`~hivemind_core.db.record.Client` is in :mod:`hivemind_core.db.record`,
 the errors in :mod:`hivemind_core.errors`. The contract differs from the
-reference in three deliberate ways (see docs/hub.md, client database):
+reference in three deliberate ways (see docs/hub.md, admission):
 
 * deleting a client removes it for good: no ``"revoked"`` placeholder row
   that could still authenticate;

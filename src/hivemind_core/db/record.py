@@ -1,7 +1,7 @@
 """The client record: what the hub knows about one satellite, bridge or sub-hub.
 
 The field names and defaults follow the reference record (see docs/hub.md,
-client records) so records exported by the reference hub import without loss,
+permissions) so records exported by the reference hub import without loss,
 and :meth:`Client.to_dict` writes the same layout back. The access-key
 helpers (digest, constant-time comparison, fresh secrets) live here too.
 """
@@ -32,7 +32,7 @@ __all__ = [
 LOG = logging.getLogger(__name__)
 
 #: The default role of a new client: a voice satellite may send utterances and
-#: audio-state events in and receive speech out (hub notes §2.1). Without a
+#: audio-state events in and receive speech out (docs/hub.md, permissions). Without a
 #: role every utterance would be dropped, which users hit with later
 #: deny-by-default releases.
 DEFAULT_ALLOWED_TYPES: tuple[str, ...] = (
@@ -47,7 +47,7 @@ DEFAULT_ALLOWED_TYPES: tuple[str, ...] = (
 )
 
 #: Access keys that can never be given to a client. ``revoked`` is the
-#: reference's tombstone key, which could log in (hub notes §2.2).
+#: reference's tombstone key, which could log in (docs/hub.md, admission).
 RESERVED_KEYS: frozenset[str] = frozenset({"revoked"})
 
 _LIST_FIELDS = ("intent_blacklist", "skill_blacklist", "message_blacklist", "allowed_types")

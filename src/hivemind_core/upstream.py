@@ -2,48 +2,27 @@
 
 Theory of operation
 -------------------
-When ``HubConfig.upstream.host`` is set, :class:`UpstreamLink` keeps one
-websocket to the master, authenticated like any satellite (``authorization``
-query with this hub's access key at the master, then the password or RSA
-handshake of a sans-I/O :class:`~hivemind_bus_client.protocol.connection.Connection`
-in ``Role.CLIENT``). Its HELLO announces ``is_hub: true`` and this hub's
-``node_id``, so the master treats the link as a relay hub (site-targeted
-BROADCASTs pass through it; loop checks recognise this hub's route hops).
+When ``HubConfig.upstream.host`` is set, :class:`UpstreamLink` keeps one link
+to the master, authenticated like any satellite (this hub's access key, then
+the password or RSA handshake). Its HELLO announces ``is_hub: true`` and this
+hub's ``node_id``, so the master treats the link as a relay hub.
 
-Once keyed, the link is registered with the hub's router as
-``Link(kind=LinkKind.UPSTREAM)`` and with :attr:`HubNode.sinks`, so:
+The link is the client's :class:`~hivemind_bus_client.client.engine.LinkEngine`
+(websocket channel, the one LinkDriver, so ``handshake_timeout`` is the
+connection's own deadline; reconnects with backoff; failures classified as the
+client classifies them), registered with the hub's router as its UPSTREAM
+link: what the master sends goes through :meth:`HubNode.route`, what the router
+sends up (ESCALATE, QUERY, floods) goes to the engine. Answers to escalated
+requests find their satellite through the return tokens of
+:mod:`hivemind_core.returns` (:meth:`UpstreamLink.relay_down`).
 
-* every message received from the master goes through :meth:`HubNode.route`
-  (BROADCAST and PROPAGATE from above reach this hub's satellites, QUERY
-  answers travel back down along their bindings);
-* whatever the router sends to the master's peer is written here
-  (:meth:`UpstreamLink.send_message`): ESCALATE and QUERY going up, floods.
-
-Answers to an ESCALATE
-----------------------
-The master answers an escalated utterance to this relay hub; the return
-tokens of :mod:`hivemind_core.returns` send that answer on to the satellite
-that asked (:meth:`UpstreamLink.relay_down`).
-
-Failure handling
-----------------
-The link is a client end like any other: the websocket comes from
-:func:`hivemind_bus_client.transport.websocket.connect`, the one
-:class:`~hivemind_bus_client.transport.driver.LinkDriver` runs the
-``Role.CLIENT`` connection (so ``handshake_timeout`` is the connection's own
-deadline), and failures are classified as the client classifies them
-(:func:`hivemind_bus_client.transport.errors.close_error`,
-:func:`hivemind_bus_client.protocol.reconnect.is_fatal`).
-
-When the master goes away the link is removed from the router (and the
-actions :meth:`Router.remove_link` returns are executed: QUERYs waiting on
-the master are answered ``hive.query.timeout``) and the hub reconnects with
-:func:`~hivemind_bus_client.protocol.reconnect.backoff` (first retry within a second,
-capped). A refusal of this hub's credentials during the handshake (HTTP
-401/403, a policy close, a wrong password or no common cipher) is fatal:
-logged once as an error, no retry loop; the hub itself keeps serving its
-satellites. Pointing the upstream at one of this hub's own listeners raises
-:class:`UpstreamConfigError` at start.
+When the master goes away the link is removed from the router (QUERYs
+waiting on it are answered ``hive.query.timeout``) and the hub reconnects,
+first within a second, then backing off. A refusal of this hub's credentials
+during the handshake (HTTP 401/403, a policy close, a wrong password or no
+common cipher) is fatal: logged once as an error, no retry loop; the hub
+keeps serving its satellites. Pointing the upstream at one of this hub's own
+listeners raises :class:`UpstreamConfigError` at start.
 """
 
 from __future__ import annotations
@@ -54,26 +33,18 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from hivemind_bus_client.exceptions import CloseCode, HiveMindError
+from hivemind_bus_client.client.config import ClientConfig
+from hivemind_bus_client.client.engine import LinkEngine
+from hivemind_bus_client.exceptions import CloseCode, HandshakeError, HiveMindError
+from hivemind_bus_client.identity import NodeIdentity
 from hivemind_bus_client.protocol import crypto
-from hivemind_bus_client.protocol.connection import (
-    Connection,
-    Event,
-    HandshakeComplete,
-    HelloReceived,
-    MessageReceived,
-    Role,
-    State,
-)
+from hivemind_bus_client.protocol.connection import Connection, Role
 from hivemind_bus_client.protocol.message import HiveMessage, HiveMessageType
 from hivemind_bus_client.protocol.reconnect import backoff, is_fatal
 from hivemind_bus_client.protocol.router import Link, LinkKind, Permissions
-from hivemind_bus_client.transport.channel import ChannelClosed
-from hivemind_bus_client.transport.driver import LinkDriver
-from hivemind_bus_client.transport.errors import close_error
+from hivemind_bus_client.transport.channel import Channel
 from hivemind_bus_client.transport.tls import client_context
 from hivemind_bus_client.transport.websocket import connect
-from hivemind_core.admission import authorization_token
 from hivemind_core.config import UpstreamConfig, is_own_listener
 from hivemind_core.errors import UpstreamConfigError, UpstreamRefused
 from hivemind_core.node import HubNode
@@ -130,7 +101,10 @@ class UpstreamLink:
         self._delays = delays or (lambda: backoff(initial=0.5, max_delay=max_delay))
         self.connect_timeout = connect_timeout or config.connect_timeout
         self.handshake_timeout = handshake_timeout or config.handshake_timeout
-        self.driver: LinkDriver | None = None
+        #: The client engine of the current attempt (None between attempts).
+        self.engine: LinkEngine | None = None
+        self._stopped = asyncio.Event()
+        self._gave_up = False
         #: Set once the router knows the link (keyed and registered).
         self.linked = asyncio.Event()
         #: Why the link stopped for good, if it did.
@@ -177,12 +151,17 @@ class UpstreamLink:
         )
 
     async def stop(self) -> None:
-        """Close the link and stop reconnecting."""
+        """Close the link (1001) and stop reconnecting."""
         self._stopping = True
-        driver = self.driver
-        if driver is not None:
+        engine = self.engine
+        if engine is not None:
+            engine.closing = True  # no reconnect after the close below
+            driver = engine.driver
+            if driver is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(driver.close(CloseCode.GOING_AWAY, "hub stopping"), 2)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(driver.close(CloseCode.GOING_AWAY, "hub stopping"), 2)
+                await engine.close()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -204,20 +183,18 @@ class UpstreamLink:
 
     def send_message(self, message: HiveMessage) -> None:
         """Encode ``message`` for the master and write it (never blocks)."""
-        driver = self.driver
-        if driver is None or driver.conn.state is not State.READY:
+        engine = self.engine
+        if engine is None or not self.connected:
             self.server.count("upstream_dropped_not_ready")
             return
         if message.msg_type is T.ESCALATE:
             self.returns.mark(message)
-        try:
-            driver.send(message)
-        except ChannelClosed:
+        if not engine.send_nowait(message):
             self.server.count("upstream_dropped_not_ready")
 
     def close(self, code: int, reason: str) -> None:
-        """Close the current link (the link reconnects unless it is stopping)."""
-        driver = self.driver
+        """Close the current link (the engine reconnects unless the hub is stopping)."""
+        driver = self.engine.driver if self.engine is not None else None
         if driver is not None:
             asyncio.get_running_loop().create_task(
                 driver.close(code, reason), name="hivemind-upstream-close"
@@ -234,12 +211,47 @@ class UpstreamLink:
 
     # -- connecting ----------------------------------------------------------------------
 
-    def _url(self) -> str:
-        cfg = self.config
-        token = authorization_token(cfg.useragent or DEFAULT_USERAGENT, cfg.key)
-        scheme = "wss" if cfg.ssl else "ws"
-        host = f"[{cfg.host}]" if ":" in cfg.host and not cfg.host.startswith("[") else cfg.host
-        return f"{scheme}://{host}:{cfg.port}/?authorization={token}"
+    def _client_config(self) -> ClientConfig:
+        """The master link's settings, as the client's engine takes them."""
+        cfg, hub = self.config, self.server.config
+        return ClientConfig(
+            host=cfg.host,
+            port=cfg.port,
+            key=cfg.key,
+            password=cfg.password or None,
+            useragent=cfg.useragent or DEFAULT_USERAGENT,
+            site_id=cfg.site_id or self.server.router.site_id or "unknown",
+            session_id=self.server.node_id,
+            secure=cfg.ssl,
+            self_signed=cfg.self_signed,
+            connect_timeout=self.connect_timeout,
+            handshake_timeout=self.handshake_timeout,
+            reconnect_delays=self._engine_delays,
+            ping_interval=hub.ping_interval or None,
+            ping_timeout=hub.ping_timeout or None,
+            max_size=hub.max_frame_size,
+        )
+
+    def _engine_delays(self) -> Iterator[float]:
+        """The engine's reconnect delays; notes when they run out (the link gives up)."""
+        yield from self._delays()
+        self._gave_up = True
+
+    async def _open_channel(self) -> Channel:
+        """A websocket to the master with the hub's limits (the engine's channel factory)."""
+        cfg = self.server.config
+        client = self._client_config()
+        return await connect(
+            client.url,
+            ssl_context=client_context(self.config.ssl, self.config.self_signed),
+            open_timeout=self.connect_timeout,
+            max_size=cfg.max_frame_size,
+            ping_interval=client.ping_interval,
+            ping_timeout=client.ping_timeout,
+            user_agent=DEFAULT_USERAGENT,
+            where=self.where,
+            max_frames=max(1, cfg.send_queue),
+        )
 
     def _new_connection(self) -> Connection:
         server = self.server
@@ -261,92 +273,81 @@ class UpstreamLink:
         )
 
     async def _run(self) -> None:
+        """Open the master link, and open it again for as long as the hub runs.
+
+        The engine reconnects a lost link itself; this loop covers the first
+        connection and an engine that stopped on an error a client would not
+        retry but a hub does (e.g. a malformed frame from the master).
+        """
         delays = self._delays()
         while not self._stopping:
-            try:
-                linked = await self._session()
-                if linked:
-                    delays = self._delays()  # it worked: the next outage starts short
-            except UpstreamRefused as exc:
-                self.fatal_error = exc
+            refused = await self._attempt()
+            if refused is not None:
+                self.fatal_error = UpstreamRefused(str(refused))
                 LOG.error(
                     "upstream %s refused this hub: %s; not retrying (fix upstream key/password "
                     "in server.json and restart)",
                     self.where,
-                    exc,
+                    refused,
                 )
                 return
-            except HiveMindError as exc:
-                LOG.info("upstream %s unavailable: %s", self.where, exc)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                self.server.count("errors")
-                LOG.exception("upstream link to %s failed", self.where)
-            finally:
-                self._unlink()
+            if self.connects:
+                delays = self._delays()  # it worked once: the next outage starts short
             if self._stopping:
                 return
-            delay = next(delays, None)
+            delay = None if self._gave_up else next(delays, None)
             if delay is None:
                 LOG.error("upstream %s: giving up reconnecting", self.where)
                 return
             LOG.info("reconnecting to upstream %s in %.2f s", self.where, delay)
             await asyncio.sleep(delay)
 
-    async def _session(self) -> bool:
-        """One connection: open, handshake, register, relay until it drops.
-
-        Returns whether the link was keyed; raises what ended it otherwise.
-
-        Raises:
-            UpstreamRefused: the master refused this hub (retrying cannot help).
-            HiveMindError: the attempt failed in a way worth retrying.
-        """
-        cfg = self.server.config
+    async def _attempt(self) -> BaseException | None:
+        """Run one engine until it stops; returns the refusal that stopped it, if one did."""
+        engine = LinkEngine(
+            self._client_config(),
+            NodeIdentity({}),
+            channel_factory=self._open_channel,
+            on_message=self._on_message,
+            on_state=self._on_state,
+            on_hello=self._on_hello,
+            connection_factory=self._new_connection,
+            name="hivemind-upstream-link",
+        )
+        self.engine, self._stopped = engine, asyncio.Event()
         self.attempts += 1
         try:
-            channel = await connect(
-                self._url(),
-                ssl_context=client_context(self.config.ssl, self.config.self_signed),
-                open_timeout=self.connect_timeout,
-                max_size=cfg.max_frame_size,
-                ping_interval=cfg.ping_interval or None,
-                ping_timeout=cfg.ping_timeout or None,
-                user_agent=DEFAULT_USERAGENT,
-                where=self.where,
-                max_frames=max(1, cfg.send_queue),
-            )
-        except HiveMindError as exc:
-            if is_fatal(exc):
-                raise UpstreamRefused(str(exc)) from exc
-            raise
-        conn = self._new_connection()
-        driver = LinkDriver(
-            conn, channel, self._on_event, clock=self.server.now, name="hub-upstream"
-        )
-        self.driver = driver
-        try:
-            driver.start()
-            ended = await driver.run()
+            try:
+                await engine.open_link()
+            except HiveMindError as exc:
+                if is_fatal(exc):
+                    return exc
+                LOG.info("upstream %s unavailable: %s", self.where, exc)
+                return None
+            engine.start_supervisor()
+            await self._stopped.wait()
+            reason = engine.fatal_error
+            if isinstance(reason, HandshakeError):  # refused when reconnecting
+                return reason
+            return None
         finally:
-            self.driver = None
-        linked = self.connected
-        error = close_error(ended, self.where, handshaking=not linked, mode=conn.mode)
-        if not linked and is_fatal(error):
-            raise UpstreamRefused(str(error)) from error
-        LOG.info("upstream %s: link ended: %s", self.where, error)
-        return linked
+            with contextlib.suppress(Exception):
+                await engine.close()
+            self.engine = None
+            self._unlink()
 
-    def _on_event(self, event: Event) -> None:
-        if isinstance(event, MessageReceived):
-            if self.connected:
-                self.server.route(self.peer, event.message)
-        elif isinstance(event, HandshakeComplete):
-            if self.driver is not None:
-                self._link(self.driver.conn)
-        elif isinstance(event, HelloReceived):
-            self._on_hello(event.payload)
+    def _on_state(self, up: bool, reason: BaseException | None) -> None:
+        engine = self.engine
+        if up and engine is not None and engine.conn is not None:
+            self._link(engine.conn)
+            return
+        self._unlink()
+        if engine is not None and engine.fatal_error is not None:
+            self._stopped.set()
+
+    def _on_message(self, message: HiveMessage) -> None:
+        if self.connected:
+            self.server.route(self.peer, message)
 
     def _on_hello(self, payload: dict[str, Any]) -> None:
         node_id = payload.get("node_id")

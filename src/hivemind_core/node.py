@@ -34,9 +34,8 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any
 
-from hivemind_bus_client.exceptions import CloseCode
 from hivemind_bus_client.protocol import crypto
 from hivemind_bus_client.protocol.connection import Connection, Role
 from hivemind_bus_client.protocol.message import HiveMessage, HiveMessageType
@@ -50,12 +49,14 @@ from hivemind_bus_client.protocol.router import (
     Permissions,
     Router,
     Send,
-    denial_message,
 )
 from hivemind_core.agents.base import Agent
 from hivemind_core.binary import BinaryHandler, LoggingBinaryHandler
 from hivemind_core.config import HubConfig
+from hivemind_core.delivery import Delivery
 from hivemind_core.session import LinkSession, PeerRegistry, peer_name
+from hivemind_core.sinks import Sink, UpstreamSink
+from hivemind_core.trust import hub_trusted_keys
 
 __all__ = ["HubNode", "Sink", "UpstreamSink", "hub_trusted_keys"]
 
@@ -64,53 +65,7 @@ LOG = logging.getLogger(__name__)
 T = HiveMessageType
 
 
-class Sink(Protocol):
-    """What the node sees of a link: it can be written to and closed."""
-
-    def send_message(self, message: HiveMessage) -> None:
-        """Queue ``message`` for this link (never blocks)."""
-
-    def close(self, code: int, reason: str) -> None:
-        """Close the link (idempotent)."""
-
-
-class UpstreamSink(Sink, Protocol):
-    """What the node sees of its link to a master (nested hives)."""
-
-    @property
-    def connected(self) -> bool:
-        """Whether the master link is keyed and registered with the router."""
-
-    @property
-    def share_bus(self) -> bool:
-        """Whether this hub shows its bus to the master (SHARED_BUS)."""
-
-    def relay_down(self, payload: dict[str, Any]) -> bool:
-        """Send an answer of the master on to one of our satellites; False if not one."""
-
-
-def hub_trusted_keys(config: HubConfig) -> dict[str, str]:
-    """The keys a hub trusts: its identity file's ``trusted_keys``, then ``config.trusted_keys``.
-
-    An unreadable identity file is logged by :class:`NodeIdentity` and trusts nothing.
-    """
-    keys: dict[str, str] = {}
-    if config.identity_trust:
-        from hivemind_bus_client.identity import NodeIdentity
-
-        keys.update(NodeIdentity().trusted_keys)
-    extra: Any = config.trusted_keys or {}
-    if isinstance(extra, (list, tuple)):  # a bare list of PEMs in server.json
-        extra = {f"key-{i}": pem for i, pem in enumerate(extra)}
-    keys.update(extra)
-    if keys:
-        LOG.info(
-            "trusting %d key(s) for PROPAGATE(BUS) and INTERCOM: %s", len(keys), ", ".join(keys)
-        )
-    return keys
-
-
-class HubNode:
+class HubNode(Delivery):
     """The hub's runtime: router, sinks, sessions, agent glue, action executor.
 
     Args:
@@ -311,10 +266,6 @@ class HubNode:
         """Hand a message received on link ``peer`` to the router and carry out its decision."""
         self.execute(self.router.handle(peer, message, self.now()))
 
-    def send_to(self, peer: str, message: HiveMessage) -> None:
-        """Send ``message`` to ``peer`` through the router (the reply path of handlers)."""
-        self.execute(self.router.send_to([peer], message))
-
     def execute(self, actions: Iterable[Any]) -> None:
         """Carry out router actions. The ONE place every action type is dispatched.
 
@@ -373,153 +324,3 @@ class HubNode:
         except Exception:
             self.count("errors")
             LOG.exception("router timer failed")
-
-    def drop(self, drop: Drop) -> None:
-        """A message the router refused to pass on: counted (and logged at DEBUG)."""
-        self.count("dropped")
-        if LOG.isEnabledFor(logging.DEBUG):
-            LOG.debug("dropped message from %s: %s", drop.peer, drop.reason)
-
-    def ask_local(self, action: AskLocal) -> None:
-        """Ask the agent to answer a QUERY/CASCADE request; feed its answer to the router."""
-        qid = action.query_id
-        inner = action.message
-        payload = inner.payload_dict() if inner.msg_type in (T.BUS, T.SHARED_BUS) else None
-        done = False
-
-        def answered(reply: dict[str, Any] | None) -> None:
-            nonlocal done
-            if done:
-                return
-            done = True
-            now = self.now()
-            if reply is None:
-                self.execute(self.router.local_decline(qid, now))
-            else:
-                self.execute(self.router.local_answer(qid, reply, now))
-
-        if payload is None:
-            answered(None)
-            return
-        self.agent.ask(dict(payload), answered)
-
-    def deny(self, deny: Deny) -> None:
-        """Answer a denial to its link; close the link when the router says so."""
-        self.count("denied")
-        sink = self.sinks.get(deny.peer)
-        if LOG.isEnabledFor(logging.DEBUG):
-            LOG.debug("denied %s from %s: %s", deny.denied_type, deny.peer, deny.reason)
-        if sink is None:
-            return
-        sink.send_message(denial_message(deny))
-        if deny.close:
-            self.count("kicked")
-            LOG.info("closing %s after repeated violations: %s", deny.peer, deny.reason)
-            sink.close(CloseCode.PERMISSION, f"permission violations: {deny.reason}")
-
-    def deliver(self, action: Deliver) -> None:
-        """A message the router delivered to this node: agent, observers, binary or handlers."""
-        message, origin = action.message, action.origin
-        mtype = message.msg_type
-        if mtype is T.BUS:
-            out = self.admit(message.payload_dict(), origin)
-            if out is None:
-                return
-            if origin in self.sessions:
-                self.share_up(out)  # first: the agent may answer before inject returns
-            self.agent.inject(out)
-        elif mtype is T.SHARED_BUS:
-            self.count("shared_bus")
-            payload = message.payload_dict()
-            self.agent.observe(payload, origin or "")
-            for observer in self.shared_bus_observers:
-                observer(payload, origin)
-        elif mtype is T.BINARY:
-            peer = origin or ""
-            self.binary_handler.handle(message, peer, lambda m: self.send_to(peer, m))
-        else:
-            handler = self.local_handlers.get(mtype)
-            if handler is None:
-                self.count("unhandled")
-                if LOG.isEnabledFor(logging.DEBUG):
-                    LOG.debug("no local handler for %s from %s", mtype.value, origin)
-            else:
-                handler(message, origin)
-
-    def admit(self, payload: dict[str, Any], origin: str | None) -> dict[str, Any] | None:
-        """THE admission step of every BUS message on its way to the agent.
-
-        Returns the dict the agent gets (always a fresh one), or None when the
-        message is not for the agent (an answer of the master relayed down).
-        A satellite's message carries that satellite's own session, with its
-        skill and intent blacklists, and a non-admin may not address another
-        live satellite through the agent.
-        """
-        session = self.sessions.get(origin) if origin is not None else None
-        if session is not None and origin is not None:
-            rlink = self.router.links.get(origin)
-            perms = rlink.permissions if rlink is not None else Permissions()
-            out = session.stamp(
-                payload, origin, tuple(perms.skill_blacklist), tuple(perms.intent_blacklist)
-            )
-            if not perms.is_admin:
-                self._guard_destination(out["context"], origin)
-            return out
-        up = self.upstream
-        if up is not None and origin is not None and self.sinks.get(origin) is up:
-            if up.relay_down(payload):
-                return None  # an answer from the master for one of our satellites
-        return dict(payload)
-
-    def share_up(self, payload: dict[str, Any]) -> None:
-        """With ``upstream.share_bus``, show the master a message of this hub's bus."""
-        up = self.upstream
-        if up is None or not up.share_bus or not up.connected:
-            return
-        self.count("shared_up")
-        up.send_message(HiveMessage(T.SHARED_BUS, payload))
-
-    def _guard_destination(self, context: dict[str, Any], origin: str) -> None:
-        """A non-admin may not address another live satellite through the agent."""
-        dest = context.get("destination")
-        sinks = self.sinks
-        if isinstance(dest, str):
-            if dest != origin and dest in sinks:
-                context["destination"] = "skills"
-                self.count("destination_rewritten")
-        elif isinstance(dest, list) and any(
-            isinstance(d, str) and d != origin and d in sinks for d in dest
-        ):
-            context["destination"] = [
-                d for d in dest if not (d in sinks and d != origin)
-            ] or "skills"
-            self.count("destination_rewritten")
-
-    # -- agent side ------------------------------------------------------------------
-
-    def agent_reply(self, message: dict[str, Any]) -> None:
-        """Route an agent message to the satellites named in ``context.destination``."""
-        try:
-            context = message.get("context")
-            if not isinstance(context, dict):
-                return
-            dest = context.get("destination")
-            sinks = self.sinks
-            if isinstance(dest, str):
-                if dest not in sinks:
-                    return
-                targets = [dest]
-            elif isinstance(dest, list):
-                targets = [d for d in dest if isinstance(d, str) and d in sinks]
-                if not targets:
-                    return
-            else:
-                return
-            context = dict(context)
-            context["source"] = "hive"
-            payload = {"type": message.get("type"), "data": message.get("data"), "context": context}
-            self.execute(self.router.send_to(targets, HiveMessage(T.BUS, payload)))
-            self.share_up(payload)
-        except Exception:
-            self.count("errors")
-            LOG.exception("routing an agent reply failed")

@@ -1,58 +1,36 @@
 """The hub's MQTT listener: satellites that reach the hub through an MQTT broker.
 
-Theory of operation
--------------------
 The hub binds nothing: it is one client of the broker (``aiomqtt``), as each
-satellite is. Topics follow the ecosystem's MQTT plugin
-(``JarbasHiveMind/hivemind-mqtt-protocol``) so satellites written for it work here:
-
-=================================  ===============================================
-``<prefix>/<access_key>/in``       satellite -> hub (the hub subscribes ``<prefix>/+/in``)
-``<prefix>/<access_key>/out``      hub -> satellite
-``<prefix>/<access_key>/status``   the satellite's presence: retained ``online``, and
-                                   ``offline`` as its MQTT last will
-``<prefix>/<node_id>/status``      the hub's own presence, same convention
-=================================  ===============================================
-
-A payload is exactly one websocket frame: text frames as UTF-8, binary frames
-as bytes; a payload that starts with ``{`` and decodes as UTF-8 is a text frame.
+satellite is. Topics, payloads, the bootstrap HELLO and the ``offline``
+notices are those of the ecosystem's MQTT plugin (docs/hub.md, MQTT topics):
+``<prefix>/<key>/in`` (satellite to hub), ``/out`` (hub to satellite) and
+``/status`` (presence, and the hub's close notices).
 
 How a link starts. MQTT has no connection event, and in our
-:class:`~hivemind_bus_client.protocol.connection.Connection` the hub speaks first. As
-in the ecosystem plugin, the satellite therefore opens with an *unencrypted
-HELLO* on its ``/in`` topic (``{"msg_type": "hello", "payload": {pubkey,
-session, site_id}}``; ours adds ``useragent``). That bootstrap is the MQTT
-``/connect``: the listener looks the key up, opens a fresh
+:class:`~hivemind_bus_client.protocol.connection.Connection` the hub speaks
+first, so the satellite opens with an *unencrypted HELLO* on its ``/in``
+topic. That bootstrap is the MQTT ``/connect``: the listener admits the key
+(the hub's admission step), opens a fresh
 :class:`~hivemind_core.links.SatelliteLink` over a :class:`BrokerChannel`
-(replacing a live link of the same key: the satellite restarted) and starts
-its connection, whose HELLO and HANDSHAKE offer go out on ``/out``; from there
-the exchange is the websocket one, frame for frame. The bootstrap itself is
-not fed to the protocol core (a plaintext HELLO before the handshake is a
-protocol error there); the satellite's session reaches the hub in its
-encrypted HELLO after the handshake, as over a websocket. Only an unencrypted
-HELLO is a bootstrap: no later frame of our client or of the ecosystem's
-satellites is one, so the check never touches ordinary (encrypted) traffic.
+(replacing a live link of the same key: the satellite restarted), whose HELLO
+and offer go out on ``/out``; from there the exchange is the websocket one.
+The bootstrap itself is not fed to the protocol core; the satellite's session
+reaches the hub in its encrypted HELLO after the handshake. Only an
+unencrypted HELLO is a bootstrap, so the check never touches ordinary traffic.
 
-How a link ends. A satellite that publishes (or whose last will publishes) a
-bare ``offline`` on its status topic loses its link (1001); so does one idle
-for ``idle_timeout`` (the hub's own sweep). When the hub ends a link itself
-(wrong password 1008, protocol error 1002, revocation, permission kick 4003,
-idle, hub stopping 1001) it publishes a notice ``offline <code> <reason>``,
-not retained, on that key's status topic: that is how the client learns the
-close code a websocket would have carried. The hub reacts only to a bare
-``offline``, never to its own notices. Frames for a known key that has no link
-(the hub restarted) are answered with ``offline 1001 ...`` so the satellite
-starts again.
+How a link ends. A bare ``offline`` on the satellite's status topic (or its
+last will) ends its link (1001); so does the hub's idle sweep. When the hub
+ends a link itself it publishes ``offline <code> <reason>`` (not retained) on
+that key's status topic, the close code a websocket would have carried.
+Frames for a known key without a link (the hub restarted) are answered
+``offline 1001 ...`` so the satellite starts again.
 
 Anyone on the broker can publish anywhere, so nothing a publisher sends may
 raise out of the listener: an unknown key's bootstrap is a failed
-authentication (counted, throttled per key by the hub's admission step,
-answered ``offline 1008 invalid access key``); any other frame for an unknown
-key, a topic of the wrong shape and retained status messages are dropped and
-counted (``mqtt_unknown_key``, ``mqtt_bad_topic``); a frame for a live link
-goes to that link's connection, which closes that link, and only that one,
-when the frame is invalid. Production brokers should also restrict each
-satellite to its own topics (ACLs): the access key is visible in the topic.
+authentication (counted, throttled per key, answered ``offline 1008 invalid
+access key``); other frames for unknown keys, topics of the wrong shape and
+retained status messages are dropped and counted (``mqtt_unknown_key``,
+``mqtt_bad_topic``); an invalid frame for a live link closes that link only.
 
 Writes never wait: frames go to an outbox drained by one publisher task (QoS
 1 by default, in order). A lost broker connection is reopened with backoff;

@@ -303,7 +303,7 @@ def migrate_db(
     state = current()
     config = state.config
     target = _open_target(config)
-    state._db = target
+    state.use(target)
     if source_backend in ("json", "hivemind-json-db-plugin"):
         source_path = Path(from_path) if from_path else data_dir() / "clients.json"
         report = import_reference_json(source_path, target)

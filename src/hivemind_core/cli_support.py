@@ -54,6 +54,10 @@ class CliState:
             self._db = open_database(self.config)
         return self._db
 
+    def use(self, db: ClientDatabase) -> None:
+        """Make ``db`` the database of this run (closed with it)."""
+        self._db = db
+
     def close(self) -> None:
         if self._db is not None:
             self._db.close()

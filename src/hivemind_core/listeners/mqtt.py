@@ -22,8 +22,7 @@ How a link ends. A bare ``offline`` on the satellite's status topic (or its
 last will) ends its link (1001); so does the hub's idle sweep. When the hub
 ends a link itself it publishes ``offline <code> <reason>`` (not retained) on
 that key's status topic, the close code a websocket would have carried.
-Frames for a known key without a link (the hub restarted) are answered
-``offline 1001 ...`` so the satellite starts again.
+Frames for a known key without a link (the hub restarted) get ``offline 1001``.
 
 Anyone on the broker can publish anywhere, so nothing a publisher sends may
 raise out of the listener: an unknown key's bootstrap is a failed
@@ -32,9 +31,8 @@ access key``); other frames for unknown keys, topics of the wrong shape and
 retained status messages are dropped and counted (``mqtt_unknown_key``,
 ``mqtt_bad_topic``); an invalid frame for a live link closes that link only.
 
-Writes never wait: frames go to an outbox drained by one publisher task (QoS
-1 by default, in order). A lost broker connection is reopened with backoff;
-links survive it.
+Writes never wait: one publisher task drains an outbox in order (QoS 1 by
+default). A lost broker is reconnected with backoff; links survive it.
 """
 
 from __future__ import annotations
@@ -284,9 +282,8 @@ class MQTTListener:
         if link is None or link.closing:
             self._stray(key)
             return
-        channel = link.channel
-        assert isinstance(channel, BrokerChannel)
-        channel.feed(wire.frame_of(payload))
+        assert isinstance(link.channel, BrokerChannel)
+        link.channel.feed(wire.frame_of(payload))
 
     def _on_status(self, key: str, payload: bytes, retained: bool) -> None:
         """A bare, live ``offline`` ends the key's link; everything else here is presence."""
@@ -346,9 +343,8 @@ class MQTTListener:
     @staticmethod
     def _quiet(link: SatelliteLink) -> SatelliteLink:
         """``link``, whose end the satellite will not be told of (it left or restarted)."""
-        channel = link.channel
-        if isinstance(channel, BrokerChannel):
-            channel.notify = False
+        if isinstance(link.channel, BrokerChannel):
+            link.channel.notify = False
         return link
 
     def _stray(self, key: str) -> None:

@@ -376,6 +376,11 @@ def test_malformed_requests_get_http_errors_and_never_crash(
     assert raw_bytes(port, b"POST /connect HTTP/1.1\r\nContent-Length: -1\r\n\r\n").startswith(
         b"HTTP/1.1 400"
     )
+    # many headers, each under the line limit, together over max_header_size
+    many = b"".join(b"X-%d: %s\r\n" % (i, b"a" * 4000) for i in range(6))
+    assert raw_bytes(
+        port, b"GET /get_messages HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n"
+    ).startswith(b"HTTP/1.1 431")
     # a non-form body
     status, _ = raw(port, "POST", "/send_message" + q, b"{}", {"Content-Type": "application/json"})
     assert status == 400

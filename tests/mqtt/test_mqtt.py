@@ -263,6 +263,29 @@ def test_nothing_on_the_broker_port_is_entry_point_not_found() -> None:
         client.connect()
 
 
+def test_hub_without_a_broker_raises_broker_unavailable(tmp_path: Path) -> None:
+    from hivemind_core.errors import BrokerUnavailable, HubError
+
+    async def main() -> None:
+        cfg = HubConfig(host="127.0.0.1", port=0, db_path=str(tmp_path / "clients.db"))
+        cfg.identity_trust = False
+        db = open_database(cfg, backend="sqlite", path=cfg.db_path)
+        server = HubServer(cfg, db, EmbeddedAgent(cfg), private_key=HUB_KEY)
+        await server.start()
+        try:
+            with pytest.raises(BrokerUnavailable, match="MQTT broker") as info:
+                await start_mqtt_listener(
+                    server, host="127.0.0.1", port=free_port(), connect_timeout=3
+                )
+            # ours, and still what callers of older releases caught
+            assert isinstance(info.value, HubError) and isinstance(info.value, OSError)
+        finally:
+            await server.stop()
+            db.close()
+
+    asyncio.run(main())
+
+
 def test_two_satellites_get_only_their_own_answers(
     hub: MQTTHub, mosquitto: Broker, prefix: str
 ) -> None:

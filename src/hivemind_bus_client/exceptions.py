@@ -3,25 +3,28 @@
 Every malformed, truncated, tampered or oversized input raises a subclass of
 :class:`HiveMindError`; nothing else escapes the codecs, the cipher envelopes,
 the handshakes or the connection state machine. Errors say whose fault they
-are: a *remote* error (the peer sent something invalid) carries the websocket
-close code the link should be closed with; a *local* error (the API was
-misused) is raised at once and never sent anywhere.
+are: a *remote* error (the peer sent something invalid) carries in
+``close_code`` the websocket close code the link is closed with; a *local*
+error (the API was misused, the client is misconfigured, a link failed) is
+raised at once, is never sent anywhere, and has ``close_code = None``. The
+codes below are each class's ``close_code``; a class without one inherits its
+parent's.
 
 ::
 
-    HiveMindError (HiveMindException)
+    HiveMindError (HiveMindException)      (no close code)
     ├── ProtocolError                      peer broke the protocol (close 1002)
     │   ├── DecodingError (ValueError)     bytes/JSON/encoding could not be parsed
     │   │   ├── Z85DecodeError
     │   │   ├── InvalidMessage             parsed, but not a valid HiveMessage
     │   │   └── UnsupportedProtocolVersion
     │   └── PayloadTooBig                  over a size limit (close 1009)
-    ├── InvalidEncoding (ValueError)       unknown text-encoding name
-    ├── InvalidCipher (ValueError)         unknown cipher name
-    ├── CryptoError
+    ├── InvalidEncoding (ValueError)       unknown text-encoding name (close 1002)
+    ├── InvalidCipher (ValueError)         unknown cipher name (close 1002)
+    ├── CryptoError                        (close 1008)
     │   ├── InvalidKeySize (ValueError)
     │   └── WrongEncryptionKey
-    │       ├── DecryptionKeyError         authentication tag did not verify (close 1008)
+    │       ├── DecryptionKeyError         authentication tag did not verify
     │       └── EncryptionKeyError
     ├── HandshakeError                     (close 1008)
     │   ├── AuthenticationFailed
@@ -29,10 +32,10 @@ misused) is raised at once and never sent anywhere.
     │   ├── NegotiationFailed              no common cipher / encoding
     │   └── VersionRejected
     ├── PermissionDenied                   (close 4003)
-    ├── InvalidState                       local API misuse
-    ├── ConfigurationError (RuntimeError)  missing key/host/password: nothing to connect with
-    └── HiveMindConnectionError (ConnectionError)
-        ├── ConnectionClosed
+    ├── InvalidState                       local API misuse (no close code)
+    ├── ConfigurationError (RuntimeError)  missing key/host/password (no close code)
+    └── HiveMindConnectionError (ConnectionError)   the link failed (no close code)
+        ├── ConnectionClosed               ``code``: what the closing side said
         │   ├── ConnectionClosedOK
         │   └── ConnectionClosedError
         ├── ConnectTimeout (TimeoutError)  no completed handshake in time
@@ -84,6 +87,7 @@ __all__ = [
     "Z85DecodeError",
 ]
 
+
 class CloseCode(IntEnum):
     """The websocket close codes HiveMind links use: the only table of them.
 
@@ -94,9 +98,13 @@ class CloseCode(IntEnum):
     NORMAL = 1000  #: orderly close
     GOING_AWAY = 1001  #: the node is shutting down
     PROTOCOL_ERROR = 1002  #: malformed frame or message
+    UNSUPPORTED_DATA = 1003  #: a frame of a kind the peer cannot take
+    NO_STATUS = 1005  #: the close frame carried no code (never sent)
     ABNORMAL = 1006  #: the transport dropped without a close frame (never sent)
+    INVALID_DATA = 1007  #: frame data inconsistent with its type
     POLICY = 1008  #: authentication, credentials or offer refused
     TOO_BIG = 1009  #: over a size limit
+    MANDATORY_EXTENSION = 1010  #: the client needs an extension the server lacks
     INTERNAL = 1011  #: an error on the closing side
     RESTART = 1012  #: the service restarts
     TRY_AGAIN = 1013  #: overloaded (backlog full, too many links): come back later
@@ -117,11 +125,12 @@ CLOSE_PERMISSION = CloseCode.PERMISSION
 class HiveMindError(Exception):
     """Root of every error raised by HiveMind code.
 
-    ``close_code`` is the websocket close code a link closes with when this
-    error was caused by the peer.
+    ``close_code`` is the websocket close code a link closes with when the
+    peer caused this error (the remote errors set it); ``None`` for local
+    errors, which are never sent.
     """
 
-    close_code: int = CLOSE_INTERNAL
+    close_code: int | None = None
 
 
 #: Name used by the reference client for the root exception.

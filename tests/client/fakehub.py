@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import socket
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,14 +28,9 @@ from hivemind_bus_client.connection import (
     Role,
 )
 from hivemind_bus_client.message import HiveMessage, HiveMessageType
+from support.net import free_port
 
 T = HiveMessageType
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

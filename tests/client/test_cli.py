@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from support.net import free_port
+
 from .clirun import assert_one_line_error, run_cli
-from .fakehub import FakeHub, free_port
+from .fakehub import FakeHub
 
 
 def hellos(hub: FakeHub) -> list[dict]:

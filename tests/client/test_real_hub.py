@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,9 +19,7 @@ import pytest
 from hivemind_bus_client.client import HiveMessageBusClient
 from hivemind_bus_client.identity import NodeIdentity
 from hivemind_bus_client.protocol.message import HiveMessageType
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hub"))
-from hubkit import running_hub
+from hub.hubkit import running_hub
 
 from .clirun import run_cli
 

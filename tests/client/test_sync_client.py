@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -25,8 +26,9 @@ from hivemind_bus_client.exceptions import (
 )
 from hivemind_bus_client.identity import NodeIdentity
 from hivemind_bus_client.message import HiveMessage, HiveMessageType, HiveMindBinaryPayloadType
+from support.net import free_port, wait_until
 
-from .fakehub import Account, FakeHub, free_port
+from .fakehub import Account, FakeHub
 
 T = HiveMessageType
 MakeClient = Callable[..., HiveMessageBusClient]
@@ -37,13 +39,10 @@ def utterance(text: str) -> Message:
 
 
 def eventually(check: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError("condition not met in time")
+    """``wait_until(check)``, returning what ``check`` finally gave."""
+    seen: list[Any] = []
+    wait_until(lambda: seen.append(check()) or seen[-1], timeout=timeout, interval=0.01)
+    return seen[-1]
 
 
 # -- connecting ---------------------------------------------------------------------
@@ -371,6 +370,8 @@ def test_query_and_cascade(hub: FakeHub, make_client: MakeClient) -> None:
     assert answer is not None and answer.payload.payload.data["utterance"] == "answer 0: q"
     sent = hub.of_type(T.QUERY)[-1]
     assert sent.payload.payload.context["session"]["session_id"] == client.session_id
+    # one query-id format for the whole hive: protocol.cascade.new_query_id's
+    assert re.fullmatch("[0-9a-f]{32}", sent.metadata["query_id"]), sent.metadata
 
     picked: list[int] = []
 

@@ -14,24 +14,15 @@ from hivemind_bus_client.protocol.connection import (
     Role,
 )
 from hivemind_bus_client.protocol.message import HiveMessage, HiveMessageType
-from hivemind_bus_client.transport.channel import Frame, QueueChannel
+from hivemind_bus_client.transport.channel import QueueChannel, channel_pair
 from hivemind_bus_client.transport.driver import LinkDriver
 
 
 class Wire:
-    """Two QueueChannels whose writes are the other's reads."""
+    """Two channels joined in memory: ``client`` and ``hub``."""
 
     def __init__(self) -> None:
-        self.client = QueueChannel("hub", sender=self._up)
-        self.hub = QueueChannel("client", sender=self._down)
-        self.client._on_close = lambda c, r: self.hub.feed_close(c, r)
-        self.hub._on_close = lambda c, r: self.client.feed_close(c, r)
-
-    def _up(self, frame: Frame) -> None:
-        self.hub.feed(frame)
-
-    def _down(self, frame: Frame) -> None:
-        self.client.feed(frame)
+        self.client, self.hub = channel_pair("hub", "client")
 
 
 def _pair(**client_kw: object) -> tuple[Wire, Connection, Connection]:

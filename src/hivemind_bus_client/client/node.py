@@ -36,6 +36,7 @@ from hivemind_bus_client.client.handlers import Call, HandlerRegistry
 from hivemind_bus_client.identity import NodeIdentity
 from hivemind_bus_client.protocol import crypto, intercom
 from hivemind_bus_client.protocol.cascade import CascadeAggregator, CascadeResult, is_response
+from hivemind_bus_client.protocol.connection import Connection
 from hivemind_bus_client.protocol.message import HiveMessage, HiveMessageType
 from hivemind_bus_client.protocol.router import (
     Action,
@@ -150,7 +151,7 @@ class ClientNode:
         return self.engine.public_key_pem
 
     @property
-    def conn(self) -> Any:
+    def conn(self) -> Connection | None:
         """The Connection of the current link (a fresh one per link)."""
         return self.engine.conn
 

@@ -9,12 +9,11 @@ sees the ``default`` session (docs/client.md, "Compatibility").
 from __future__ import annotations
 
 import logging
-import uuid
 
 from ovos_bus_client.message import Message
 
 from hivemind_bus_client.client.config import ClientConfig
-from hivemind_bus_client.protocol.cascade import query_id_of
+from hivemind_bus_client.protocol.cascade import new_query_id, query_id_of
 from hivemind_bus_client.protocol.message import (
     TRANSPORT_TYPES,
     HiveMessage,
@@ -22,7 +21,7 @@ from hivemind_bus_client.protocol.message import (
     HiveMindBinaryPayloadType,
 )
 
-__all__ = ["BinaryDataCallbacks", "fill_context", "new_query_id", "prepare", "wrap_request"]
+__all__ = ["BinaryDataCallbacks", "fill_context", "prepare", "wrap_request"]
 
 LOG = logging.getLogger(__name__)
 _T = HiveMessageType
@@ -44,14 +43,6 @@ class BinaryDataCallbacks:
     def handle_receive_file(self, bin_data: bytes, file_name: str) -> None:
         """A file pushed by the hub (``FILE``)."""
         LOG.warning("file %r received and ignored (%d bytes)", file_name, len(bin_data))
-
-
-def new_query_id() -> str:
-    """A fresh QUERY/CASCADE correlation id, in the router's format.
-
-    (Moves to ``protocol.cascade.new_query_id`` once that helper lands.)
-    """
-    return uuid.uuid4().hex
 
 
 def prepare(

@@ -1,4 +1,4 @@
-"""Client-side gathering of CASCADE answers (seed doc 003, "CASCADE").
+"""Client-side gathering of CASCADE answers (``docs/hub.md``, routing of CASCADE).
 
 A CASCADE request floods the hive and every node that can answer does, so
 the originator receives any number of responses, each carrying
@@ -16,20 +16,37 @@ tests drive it without sleeping.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from hivemind_bus_client.protocol.message import HiveMessage, HiveMessageType
 
-__all__ = ["CascadeAggregator", "CascadeResult", "first_response", "is_response", "query_id_of"]
+__all__ = [
+    "CascadeAggregator",
+    "CascadeResult",
+    "first_response",
+    "is_response",
+    "new_query_id",
+    "query_id_of",
+]
 
 LOG = logging.getLogger(__name__)
 
-#: Default gathering window in seconds (seed doc 003).
+#: Default gathering window in seconds.
 DEFAULT_CASCADE_TIMEOUT = 5.0
 
 SelectCallback = Callable[[list[HiveMessage]], "HiveMessage | None"]
+
+
+def new_query_id() -> str:
+    """A fresh ``query_id`` for a QUERY or CASCADE: 32 lowercase hex digits.
+
+    The one id format of this package: the router assigns it to requests that
+    arrive without one, and originators (client or hub) use it for their own.
+    """
+    return uuid.uuid4().hex
 
 
 def query_id_of(msg: HiveMessage) -> str | None:

@@ -10,60 +10,56 @@ layer feeds it every received websocket frame with :meth:`Connection.receive_fra
 :meth:`Connection.send`. Time comes in as ``now`` arguments; the connection
 publishes its next deadline with :meth:`Connection.get_timer`.
 
-The hub speaks first::
+The hub speaks first: plaintext HELLO and HANDSHAKE offer; the key exchange
+(:mod:`~hivemind_bus_client.protocol.handshake`); then each side's HELLO,
+encrypted. The state only changes through the table
+:data:`~hivemind_bus_client.protocol.states.TRANSITIONS`, and what may arrive
+in each state is :data:`~hivemind_bus_client.protocol.states.ACCEPTS`:
+``HANDSHAKING`` until a key is agreed, then ``READY``; a peer fault or
+:meth:`Connection.close` moves to ``CLOSING`` (a :class:`CloseRequested` event
+carries the close code the I/O layer must use), :meth:`Connection.connection_lost`
+to ``CLOSED``. Failure is sticky: a closing or closed connection ignores input.
 
-    hub    -> HELLO {pubkey, peer, node_id}                      plaintext
-    hub    -> HANDSHAKE {offer: password?, binarize, encodings, ciphers, ...}
-    client -> HANDSHAKE {binarize, encodings, ciphers, envelope | pubkey}
-    hub    -> HANDSHAKE {envelope, encoding, cipher}             plaintext
-    client -> HELLO {pubkey, session, site_id}                   encrypted
-    hub    -> HELLO {peer, node_id, pubkey}                      encrypted (final peer)
-
-States: ``HANDSHAKING`` until a key is agreed, then ``READY``; a peer fault
-moves to ``CLOSING`` (a :class:`CloseRequested` event carries the close code
-the I/O layer must use) and :meth:`Connection.connection_lost` to ``CLOSED``.
-Failure is sticky: a closing or closed connection ignores further input.
-
-Rules that differ from the reference and are deliberate:
-
-* each side verifies the other's password envelope, so a wrong password is
-  refused at the handshake (close 1008) instead of by a failed decryption later;
-* once a key exists, only HELLO and HANDSHAKE may arrive in plaintext, and no
-  application message is accepted before the handshake completes;
-* a client row with a password must use the password handshake (no RSA
-  fallback that would skip the password);
-* the hub may prefer its own encoding order (fast encodings first) among those
-  the client offers.
+Once a key exists only HELLO and HANDSHAKE may arrive in plaintext, and no
+application message is accepted before the handshake completes (a deliberate
+difference from the reference, which reads whatever arrives).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 from hivemind_bus_client.exceptions import (
-    CLOSE_PROTOCOL_ERROR,
     AuthenticationFailed,
+    CloseCode,
     CryptoError,
-    DecodingError,
     HiveMindError,
-    InvalidCipher,
-    InvalidEncoding,
-    InvalidMessage,
     InvalidState,
-    NegotiationFailed,
     PayloadTooBig,
     ProtocolError,
 )
-from hivemind_bus_client.protocol import crypto
+from hivemind_bus_client.protocol import crypto, handshake
 from hivemind_bus_client.protocol.encodings import SupportedEncodings, get_encoding
 from hivemind_bus_client.protocol.encryption import LinkCipher, SupportedCiphers, get_cipher
+from hivemind_bus_client.protocol.events import (
+    CloseRequested,
+    Event,
+    HandshakeComplete,
+    HelloReceived,
+    MessageReceived,
+)
+from hivemind_bus_client.protocol.framing import PLAINTEXT_TYPES, encode_message, open_frame
+from hivemind_bus_client.protocol.handshake import (
+    CLIENT_CIPHERS,
+    CLIENT_ENCODINGS,
+    HUB_CIPHERS,
+    HUB_ENCODINGS,
+    HandshakeMode,
+)
 from hivemind_bus_client.protocol.message import HiveMessage, HiveMessageType
-from hivemind_bus_client.protocol.serialization import JSON_ONLY_TYPES, decode_frame, encode_frame
+from hivemind_bus_client.protocol.states import ACCEPTS, TRANSITIONS, Inbound, Role, State, Trigger
 
 __all__ = [
     "CLIENT_CIPHERS",
@@ -82,97 +78,9 @@ __all__ = [
 
 LOG = logging.getLogger(__name__)
 
-#: Close code for a handshake that did not finish in time (retryable).
-CLOSE_TRY_AGAIN = 1013
-
-#: What our client offers, fastest first. Z85P last: the reference's own
-#: decoder cannot read it on common CPUs.
-CLIENT_ENCODINGS: tuple[SupportedEncodings, ...] = (
-    SupportedEncodings.JSON_B64,
-    SupportedEncodings.JSON_URLSAFE_B64,
-    SupportedEncodings.JSON_HEX,
-    SupportedEncodings.JSON_B91,
-    SupportedEncodings.JSON_Z85B,
-    SupportedEncodings.JSON_B32,
-    SupportedEncodings.JSON_Z85P,
-)
-#: What our hub accepts, in its order of preference.
-HUB_ENCODINGS = CLIENT_ENCODINGS
-CLIENT_CIPHERS: tuple[SupportedCiphers, ...] = (
-    SupportedCiphers.AES_GCM,
-    SupportedCiphers.CHACHA20_POLY1305,
-)
-HUB_CIPHERS = CLIENT_CIPHERS
-
 _HELLO = HiveMessageType.HELLO
 _SHAKE = HiveMessageType.HANDSHAKE
-_BINARY = HiveMessageType.BINARY
-_PLAIN_OK = frozenset({_HELLO, _SHAKE})
-
-
-class Role(Enum):
-    """Which end of the link this connection is."""
-
-    CLIENT = "client"
-    HUB = "hub"
-
-
-class State(Enum):
-    """Link states; see the module docstring."""
-
-    HANDSHAKING = "handshaking"
-    READY = "ready"
-    CLOSING = "closing"
-    CLOSED = "closed"
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Base of every connection event."""
-
-
-@dataclass(frozen=True, slots=True)
-class HandshakeComplete(Event):
-    """A key is agreed; ``mode`` is ``password``, ``rsa`` or ``preshared``."""
-
-    mode: str
-    cipher: str
-    encoding: str
-    binarize: bool
-
-
-@dataclass(frozen=True, slots=True)
-class HelloReceived(Event):
-    """The peer's HELLO payload (hub side: pubkey, session, site_id; client: peer, node_id)."""
-
-    payload: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class MessageReceived(Event):
-    """An application message; ``binary`` tells whether it came as a binary frame."""
-
-    message: HiveMessage
-    binary: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class CloseRequested(Event):
-    """The link must close with ``code``; ``error`` is the cause when it was a fault."""
-
-    code: int
-    reason: str
-    error: HiveMindError | None = field(default=None)
-
-
-def _names(values: Sequence[Any], resolve: Any) -> list[str]:
-    out = []
-    for v in values:
-        try:
-            out.append(resolve(v).value)
-        except (InvalidEncoding, InvalidCipher):
-            continue
-    return out
+_KIND_OF = {_SHAKE: Inbound.HANDSHAKE, _HELLO: Inbound.HELLO}
 
 
 class Connection:
@@ -201,11 +109,9 @@ class Connection:
         handshake_timeout: seconds from :meth:`start` until the link must be READY.
         max_size: largest frame or decompressed payload accepted, in bytes.
         resend_offer: hub only: seconds after :meth:`start` at which HELLO and the
-            HANDSHAKE offer are sent again while the client has sent nothing. The
-            stock 0.4.4 client registers its handlers only after the socket opens,
-            misses a prompt offer and otherwise waits 5 s before it handshakes.
-            One re-send: that client blocks for about a second per offer it
-            handles, and each offer it handles starts a new key exchange.
+            offer are sent again while the client is silent (the stock 0.4.4 client
+            misses a prompt offer and would wait 5 s; one re-send, since each offer
+            it handles costs it a second and starts a new key exchange).
     """
 
     def __init__(
@@ -236,8 +142,8 @@ class Connection:
         self.peer_public_key = peer_public_key
         default_enc = HUB_ENCODINGS if role is Role.HUB else CLIENT_ENCODINGS
         default_ciph = HUB_CIPHERS if role is Role.HUB else CLIENT_CIPHERS
-        self.encodings = _names(encodings or default_enc, get_encoding)
-        self.ciphers = _names(ciphers or default_ciph, get_cipher)
+        self.encodings = handshake.resolve_names(encodings or default_enc, get_encoding)
+        self.ciphers = handshake.resolve_names(ciphers or default_ciph, get_cipher)
         self.want_binarize = binarize
         self.compress = compress
         self.prefer_own_order = prefer_own_order
@@ -251,7 +157,7 @@ class Connection:
         #: Negotiated values (valid once READY).
         self.binarize = False
         self.cipher: LinkCipher | None = None
-        self.mode: str | None = None
+        self.mode: HandshakeMode | None = None
         #: What the peer told us in its HELLO / HANDSHAKE.
         self.peer_hello: dict[str, Any] = {}
         self.peer_offer: dict[str, Any] = {}
@@ -279,22 +185,8 @@ class Connection:
         if self.role is Role.HUB:
             pub = crypto.public_key_pem(self.private_key) if self.private_key else None
             self._queue_plain(_HELLO, {"pubkey": pub, "peer": self.peer, "node_id": self.node_id})
-            has_key = self.crypto_key is not None
-            self._queue_plain(
-                _SHAKE,
-                {
-                    "handshake": not has_key,
-                    "min_protocol_version": 0 if has_key else 1,
-                    "max_protocol_version": 1,
-                    "binarize": self.want_binarize,
-                    "preshared_key": has_key,
-                    "password": self.password is not None,
-                    "crypto_required": True,
-                    "encodings": list(self.encodings),
-                    "ciphers": list(self.ciphers),
-                },
-            )
-            if not has_key:
+            self._queue_plain(_SHAKE, handshake.hub_offer(self))
+            if self.crypto_key is None:
                 self._offer = list(self._out)
                 self._resends = [now + delay for delay in self.resend_offer]
 
@@ -317,7 +209,7 @@ class Connection:
             ):
                 # Legacy pre-shared-key client: a frame that authenticates under
                 # the pre-shared key is its proof; no key exchange follows.
-                self._keyed(self.cipher, "preshared")
+                self._keyed(self.cipher, HandshakeMode.PRESHARED)
             self._dispatch(msg, binary)
         except HiveMindError as exc:
             self._fail(exc)
@@ -349,14 +241,7 @@ class Connection:
         Hubs use this to encode once per message; the frame is only valid on
         this link (its key).
         """
-        mtype = message.msg_type
-        if mtype is _BINARY or (
-            self.binarize and mtype not in _PLAIN_OK and mtype not in JSON_ONLY_TYPES
-        ):
-            raw = encode_frame(message, compressed=True if self.compress else None)
-            return self.cipher.seal_bytes(raw) if self.cipher else raw
-        text = message.serialize()
-        return self.cipher.seal_text(text) if self.cipher else text
+        return encode_message(message, self.cipher, self.binarize, self.compress)
 
     def announce(self, peer: str, node_id: str | None = None) -> None:
         """Hub: tell the client its final peer string (encrypted HELLO)."""
@@ -366,11 +251,10 @@ class Connection:
         pub = crypto.public_key_pem(self.private_key) if self.private_key else None
         self.send(HiveMessage(_HELLO, {"peer": peer, "node_id": self.node_id, "pubkey": pub}))
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Ask for the link to close; the I/O layer sees a :class:`CloseRequested`."""
-        if self.state in (State.CLOSING, State.CLOSED):
+        if not self._move(Trigger.CLOSE):
             return
-        self.state = State.CLOSING
         self.close_code, self.close_reason = code, reason
         self._events.append(CloseRequested(code, reason))
 
@@ -378,7 +262,7 @@ class Connection:
         """The transport is gone. Drops all key material."""
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
-        self.state = State.CLOSED
+        self._move(Trigger.LOST)
         self.cipher = None
         self._deadline = None
 
@@ -398,56 +282,48 @@ class Connection:
             self._out.extend(self._offer)
         if self.state is State.HANDSHAKING and self._deadline is not None and now >= self._deadline:
             self._deadline = None
-            self.close(CLOSE_TRY_AGAIN, "handshake timed out")
+            self.close(CloseCode.TRY_AGAIN, "handshake timed out")  # retryable
+
+    # -- the state machine -------------------------------------------------------
+
+    def _move(self, trigger: Trigger) -> bool:
+        """Apply ``trigger`` through :data:`TRANSITIONS`; False when it changes nothing."""
+        target = TRANSITIONS.get((self.state, trigger))
+        if target is None:
+            return False
+        self.state = target
+        return True
 
     # -- receive path ------------------------------------------------------------
 
     def _decode(self, data: str | bytes) -> tuple[HiveMessage, bool, bool]:
-        """Parse a frame into (message, came-as-binary, was-encrypted)."""
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            data = bytes(data)
-            sealed = self.cipher is not None
-            if sealed:
-                data = self.cipher.open_bytes(data)
-            elif self.state is State.READY:
+        """Open a frame, then apply the plaintext rules of a keyed link."""
+        msg, binary, sealed = open_frame(data, self.cipher, self.max_size)
+        if not sealed and self.state is State.READY:
+            if binary:
                 raise AuthenticationFailed("unencrypted binary frame on an encrypted link")
-            return decode_frame(data, self.max_size), True, sealed
-        try:
-            obj = json.loads(data)
-        except (ValueError, TypeError) as exc:
-            raise DecodingError(f"text frame is not JSON: {exc}") from None
-        if isinstance(obj, dict) and "ciphertext" in obj and "msg_type" not in obj:
-            if self.cipher is None:
-                raise ProtocolError("encrypted frame before a key was agreed")
-            plain = self.cipher.open_text(obj)
-            try:
-                obj = json.loads(plain)
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise DecodingError(f"decrypted frame is not JSON: {exc}") from None
-            if not isinstance(obj, dict):
-                raise InvalidMessage("decrypted frame is not a JSON object")
-            if "ciphertext" in obj and "msg_type" not in obj:
-                raise ProtocolError("nested encrypted frame")
-            return HiveMessage.deserialize(obj), False, True
-        msg = HiveMessage.deserialize(obj)
-        if msg.msg_type not in _PLAIN_OK and self.state is State.READY and self.cipher:
-            raise AuthenticationFailed(f"unencrypted {msg.msg_type.value} on an encrypted link")
-        return msg, False, False
+            if self.cipher and msg.msg_type not in PLAINTEXT_TYPES:
+                raise AuthenticationFailed(f"unencrypted {msg.msg_type.value} on an encrypted link")
+        return msg, binary, sealed
 
     def _dispatch(self, msg: HiveMessage, binary: bool) -> None:
         mtype = msg.msg_type
-        if mtype is _SHAKE:
-            if self.role is Role.HUB:
-                self._hub_handshake(msg.payload)
-            else:
-                self._client_handshake(msg.payload)
-            return
-        if mtype is _HELLO:
-            self._on_hello(msg.payload)
-            return
-        if self.state is not State.READY:
+        kind = _KIND_OF.get(mtype, Inbound.APPLICATION)
+        if kind not in ACCEPTS.get((self.role, self.state), frozenset()):
             raise ProtocolError(f"{mtype.value} before the handshake completed")
-        self._events.append(MessageReceived(msg, binary))
+        if kind is Inbound.HANDSHAKE:
+            if self.role is Role.HUB:
+                self._hub_handshake(msg.payload)  # refuses a non-object payload itself
+            elif not isinstance(msg.payload, dict):
+                raise ProtocolError("HANDSHAKE payload must be an object")
+            elif "envelope" in msg.payload:
+                self._client_finish(msg.payload)
+            else:
+                self._client_offer(msg.payload)
+        elif kind is Inbound.HELLO:
+            self._on_hello(msg.payload)
+        else:
+            self._events.append(MessageReceived(msg, binary))
 
     def _on_hello(self, payload: dict[str, Any]) -> None:
         self.peer_hello.update(payload)
@@ -462,73 +338,16 @@ class Connection:
                     self.peer_public_key = crypto.load_public_key(pub)
                 except CryptoError:
                     LOG.warning("hub announced an unreadable public key; ignoring it")
-        elif self.state is not State.READY:
-            raise ProtocolError("HELLO before the handshake completed")
         self._events.append(HelloReceived(payload))
 
-    # -- hub side handshake ------------------------------------------------------
+    # -- handshake steps (see protocol.handshake) ----------------------------------
 
-    def _choose(self, offered: Any, allowed: list[str], what: str) -> str:
-        if not isinstance(offered, list) or not all(isinstance(o, str) for o in offered):
-            raise NegotiationFailed(f"client {what} list is malformed")
-        if self.prefer_own_order:
-            picks = [a for a in allowed if a in offered]
-        else:
-            picks = [o for o in offered if o in allowed]
-        if not picks:
-            raise NegotiationFailed(
-                f"no common {what}: client offers {offered}, hub allows {allowed}"
-            )
-        return picks[0]
-
-    def _hub_handshake(self, payload: dict[str, Any]) -> None:
-        if not isinstance(payload, dict):
-            raise NegotiationFailed("HANDSHAKE payload must be an object")
-        encoding = self._choose(
-            payload.get("encodings", [SupportedEncodings.JSON_HEX.value]),
-            self.encodings,
-            "encoding",
-        )
-        cipher = self._choose(
-            payload.get("ciphers", [SupportedCiphers.AES_GCM.value]), self.ciphers, "cipher"
-        )
-        envelope = payload.get("envelope")
-        pubkey = payload.get("pubkey")
-        if self.password is not None:
-            if not isinstance(envelope, str):
-                raise AuthenticationFailed("this client must use the password handshake")
-            if not crypto.verify_password_envelope(envelope, self.password):
-                raise AuthenticationFailed("wrong password")
-            own = crypto.password_envelope(self.password)
-            key = crypto.derive_password_key(
-                self.password, crypto.envelope_iv(envelope), bytes.fromhex(own[:16])
-            )
-            mode = "password"
-        elif isinstance(pubkey, str):
-            if self.private_key is None:
-                raise NegotiationFailed("this hub has no RSA key for the RSA handshake")
-            try:
-                client_pub = crypto.load_public_key(pubkey)
-            except CryptoError as exc:
-                raise NegotiationFailed(f"unusable client public key: {exc}") from None
-            own, key = crypto.rsa_seal_handshake(client_pub, self.private_key)
-            mode = "rsa"
-        else:
-            raise NegotiationFailed("HANDSHAKE has neither a password envelope nor a public key")
-        self.binarize = bool(self.want_binarize and payload.get("binarize"))
+    def _hub_handshake(self, payload: Any) -> None:
+        answer = handshake.hub_answer(payload, self)
+        self.binarize = answer.binarize
         # The reply goes out in plaintext (the client cannot have the new key yet).
-        self._queue_plain(_SHAKE, {"envelope": own, "encoding": encoding, "cipher": cipher})
-        self._keyed(LinkCipher(key, cipher, encoding), mode)
-
-    # -- client side handshake ------------------------------------------------------
-
-    def _client_handshake(self, payload: dict[str, Any]) -> None:
-        if not isinstance(payload, dict):
-            raise ProtocolError("HANDSHAKE payload must be an object")
-        if "envelope" in payload:
-            self._client_finish(payload)
-        else:
-            self._client_offer(payload)
+        self._queue_plain(_SHAKE, answer.reply)
+        self._keyed(answer.cipher, answer.mode)
 
     def _client_offer(self, offer: dict[str, Any]) -> None:
         if self.peer_offer or self.state is not State.HANDSHAKING:
@@ -536,78 +355,28 @@ class Connection:
             # ours answered the first one already.
             return
         self.peer_offer = offer
-        max_version = offer.get("max_protocol_version", 1)
-        if isinstance(max_version, int) and max_version < 0:
-            raise NegotiationFailed("hub offers no usable protocol version")
-        hub_binarize = bool(offer.get("binarize"))
-        reply: dict[str, Any] = {
-            "binarize": bool(hub_binarize and self.want_binarize),
-            "encodings": list(self.encodings),
-            "ciphers": list(self.ciphers),
-        }
-        hub_wants_password = bool(offer.get("password", True))
-        if self.password is not None and hub_wants_password:
-            envelope = crypto.password_envelope(self.password)
-            self._iv = bytes.fromhex(envelope[:16])
-            reply["envelope"] = envelope
-            self.mode = "password"
-        elif self.private_key is not None and not hub_wants_password:
-            reply["pubkey"] = crypto.public_key_pem(self.private_key)
-            self.mode = "rsa"
-        elif self.crypto_key and offer.get("preshared_key"):
+        step = handshake.client_reply(offer, self)
+        self.mode, self._iv, self.binarize = step.mode, step.iv, step.binarize
+        if step.reply is None:
             # Pre-shared key only: no key exchange, the key is already in force.
-            self.binarize = reply["binarize"]
-            self._keyed(self.cipher, "preshared")
-            return
+            self._keyed(self.cipher, HandshakeMode.PRESHARED)
         else:
-            raise NegotiationFailed(
-                "no handshake possible: the hub wants a password we do not have"
-                if offer.get("password")
-                else "no handshake possible: need a password, an RSA key or a pre-shared key"
-            )
-        self.binarize = reply["binarize"]
-        # Sent in plaintext: the envelope proves, it does not reveal.
-        self._queue_plain(_SHAKE, reply)
+            self._queue_plain(_SHAKE, step.reply)
 
-    def _client_finish(self, reply: dict[str, Any]) -> None:
-        envelope = reply.get("envelope")
-        if not isinstance(envelope, str):
-            raise ProtocolError("HANDSHAKE reply without an envelope")
-        encoding = reply.get("encoding") or SupportedEncodings.JSON_HEX.value
-        cipher = reply.get("cipher") or SupportedCiphers.AES_GCM.value
-        if self.mode == "password" and self._iv is not None:
-            if not crypto.verify_password_envelope(envelope, self.password or ""):
-                raise AuthenticationFailed("wrong password (the hub's envelope does not match)")
-            key = crypto.derive_password_key(
-                self.password or "", self._iv, crypto.envelope_iv(envelope)
-            )
-        elif self.mode == "rsa" and self.private_key is not None:
-            key = crypto.rsa_open_handshake(envelope, self.private_key, self.peer_public_key)
-        else:
-            raise ProtocolError("unexpected HANDSHAKE reply")
-        try:
-            link = LinkCipher(key, cipher, encoding)
-        except (InvalidCipher, InvalidEncoding) as exc:
-            raise NegotiationFailed(f"hub chose something we cannot use: {exc}") from None
-        self._keyed(link, self.mode)
+    def _client_finish(self, answer: dict[str, Any]) -> None:
+        link = handshake.client_finish(answer, self, self.mode, self._iv)
+        self._keyed(link, self.mode or HandshakeMode.PASSWORD)
 
     # -- common -------------------------------------------------------------------
 
-    def _keyed(self, link: LinkCipher | None, mode: str) -> None:
+    def _keyed(self, link: LinkCipher | None, mode: HandshakeMode) -> None:
         first = self.state is State.HANDSHAKING
         self.cipher = link
         self.mode = mode
-        self.state = State.READY
+        self._move(Trigger.KEYED)
         self._deadline = None
-        cipher = link.cipher.value if link else ""
-        encoding = link.encoding.value if link else ""
-        LOG.debug(
-            "link keyed: mode=%s cipher=%s encoding=%s binarize=%s",
-            mode,
-            cipher,
-            encoding,
-            self.binarize,
-        )
+        cipher, encoding = (link.cipher.value, link.encoding.value) if link else ("", "")
+        LOG.debug("keyed: %s %s %s binarize=%s", mode, cipher, encoding, self.binarize)
         if self.role is Role.CLIENT and (first or not self._hello_sent):
             self._hello_sent = True
             self.send(HiveMessage(_HELLO, dict(self.hello)))
@@ -617,9 +386,10 @@ class Connection:
         self._out.append(HiveMessage(mtype, payload).serialize())
 
     def _fail(self, exc: HiveMindError) -> None:
-        code = getattr(exc, "close_code", CLOSE_PROTOCOL_ERROR)
+        # Peer faults carry their close code; an error without one here is our bug.
+        code = exc.close_code if exc.close_code is not None else CloseCode.INTERNAL
         LOG.debug("closing link after peer fault (%s): %s", code, exc)
-        self.state = State.CLOSING
+        self._move(Trigger.FAULT)
         self.close_code, self.close_reason = code, str(exc)
         self.cipher = None
         self._events.append(CloseRequested(code, str(exc)[:120], exc))

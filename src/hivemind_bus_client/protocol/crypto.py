@@ -13,7 +13,7 @@ RSA handshake
     (SHA-256, MGF1-SHA-256, 32-byte salt). The envelope is hex of
     ``signature || wrapped``; the secret is the session key.
 
-INTERCOM (hybrid, as the seed docs describe it)
+INTERCOM (hybrid; ``docs/protocol.md``, INTERCOM)
     A random AES-256-GCM key per message (16-byte nonce) seals the inner
     message; the key is wrapped with RSA-OAEP to the recipient and the AES
     ciphertext is signed with the sender's key (RSA-PSS as above). Every field

@@ -2,7 +2,7 @@
 
 Each encrypted text frame carries ``ciphertext``, ``tag`` and ``nonce`` as text
 in the encoding the handshake negotiated. The wire names and algorithms are
-those of the reference client (see ``docs/protocol.md``): standard Base64,
+those of the reference client (``docs/protocol.md``, encodings): standard Base64,
 URL-safe Base64, Base32 and lowercase hex from the standard library, plus three
 that no well-kept library provides with the reference's exact byte layout and
 that are therefore written here:
@@ -16,9 +16,10 @@ that are therefore written here:
 Every decoder raises :class:`~hivemind_bus_client.exceptions.DecodingError`
 (or its subclass ``Z85DecodeError``) for any input it cannot read.
 
-Optional C accelerator: when the extension ``hivemind_bus_client._speedups``
-is built (``pip install`` compiles it if a C compiler is available), the
-basE91, Z85B, Z85P and Base32 functions of this module and of
+Optional C accelerator: when the extension
+``hivemind_bus_client.protocol._speedups`` is built (``pip install`` compiles
+it if a C compiler is available), the basE91, Z85B, Z85P and Base32 functions
+of this module and of
 :func:`encoder` / :func:`decoder` / :func:`encode` / :func:`decode` are its C
 versions, which return exactly what the pure-Python ones return.
 :data:`ACCELERATED` tells which is in use; the pure functions stay available
@@ -30,10 +31,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import importlib
 import os
 import struct
 from collections.abc import Callable
 from enum import Enum
+from types import ModuleType
+from typing import TypeVar, cast
 
 from hivemind_bus_client.exceptions import DecodingError, InvalidEncoding, Z85DecodeError
 
@@ -96,7 +100,7 @@ _B91_PAIR_DEC = {a + b: _B91_DEC[a] + 91 * _B91_DEC[b] for a in _B91 for b in _B
 def b91_encode(data: bytes) -> str:
     """basE91-encode bytes."""
     pairs = _B91_PAIRS
-    out = []
+    out: list[str] = []
     append = out.append
     acc = 0
     n = 0
@@ -302,21 +306,25 @@ def encode(data: bytes, encoding: str | SupportedEncodings) -> str:
 
 
 def decode(text: str | bytes, encoding: str | SupportedEncodings) -> bytes:
-    """Decode text in the named encoding; raises :class:`DecodingError` on bad input."""
+    """Decode text in the named encoding.
+
+    Raises:
+        DecodingError: input that is not valid in that encoding (``Z85DecodeError``
+            for the Z85 ones), or not text at all.
+        InvalidEncoding: an unknown encoding name.
+    """
     if not isinstance(text, (str, bytes, bytearray)):
         raise DecodingError(f"cannot decode a {type(text).__name__}")
     return _CODECS[get_encoding(encoding)][1](text)
 
 
 # --------------------------------------------------------------------------
-# optional C accelerator (hivemind_bus_client._speedups)
-#
-# The pure-Python functions above are the specification and stay available
-# under private names and in PURE_CODECS. When the extension imports (and
-# HIVEMIND_PURE_PYTHON is not set), the public names and the _CODECS table
-# switch to the C versions. The C encoders cannot fail on bytes-like input and
-# are used as they are; the C decoders raise ValueError on bad input, which a
-# thin wrapper turns into DecodingError / Z85DecodeError.
+# optional C accelerator (hivemind_bus_client.protocol._speedups), for the
+# encodings the standard library lacks or writes in Python (benchmarks/speedups.py).
+# The pure functions above stay the specification, under private names and in
+# PURE_CODECS; with the extension the public names and _CODECS switch to C. The C
+# encoders cannot fail on bytes-like input; the C decoders raise ValueError, which
+# a thin wrapper turns into DecodingError / Z85DecodeError.
 
 _py_b91_encode = b91_encode
 _py_b91_decode = b91_decode
@@ -333,15 +341,15 @@ PURE_CODECS: dict[SupportedEncodings, tuple[Callable[[bytes], str], Callable[...
 )
 
 
-def _load_speedups():
+def _load_speedups() -> ModuleType | None:
     """The extension module, or None if it is not built or HIVEMIND_PURE_PYTHON is set."""
     if os.environ.get("HIVEMIND_PURE_PYTHON", "").strip().lower() not in ("", "0", "false", "no"):
         return None
     try:
-        from hivemind_bus_client import _speedups
+        # Imported by name: the extension is an optional, private part of this module.
+        return importlib.import_module("hivemind_bus_client.protocol._speedups")
     except ImportError:
         return None
-    return _speedups
 
 
 _speedups = _load_speedups()
@@ -350,12 +358,15 @@ _speedups = _load_speedups()
 ACCELERATED: bool = _speedups is not None
 
 
+_Decoder = TypeVar("_Decoder", bound=Callable[..., bytes])
+
+
 def _c_decoder(
     c_decode: Callable[[str | bytes], bytes],
-    pure: Callable[[str | bytes], bytes],
+    pure: _Decoder,
     error: type[DecodingError],
     prefix: str = "",
-) -> Callable[[str | bytes], bytes]:
+) -> _Decoder:
     """``c_decode`` raising ``error`` where it raises ValueError, named and documented as ``pure``."""
 
     def decode(text: str | bytes) -> bytes:
@@ -369,7 +380,7 @@ def _c_decoder(
         pure.__qualname__,
         pure.__doc__,
     )
-    return decode
+    return cast(_Decoder, decode)
 
 
 if _speedups is not None:

@@ -2,7 +2,7 @@
 
 A node that wants a map sends a PING inside a PROPAGATE (``Router.ping``);
 every node the flood reaches answers with a PONG carrying the route the PING
-travelled to reach it (seed doc 003, "PING / PONG"). :class:`HiveMapper` turns
+travelled to reach it (:mod:`~hivemind_bus_client.protocol.ping`). :class:`HiveMapper` turns
 those PONGs into nodes and parent -> child edges and prints them as a tree with
 each node's hop count and round-trip time.
 

@@ -2,7 +2,7 @@
 
 An INTERCOM message is ``HiveMessage(INTERCOM, payload=<sealed dict>)``, usually
 carried inside a PROPAGATE or an ESCALATE so that it reaches its recipient
-across many hops (seed docs 002 "INTERCOM Message", 003 "INTERCOM"). Relays
+across many hops (``docs/hub.md``, routing of INTERCOM). Relays
 neither read it nor learn who it is for: the sealed dict holds no recipient,
 and :func:`seal` leaves the envelope's ``target_pubkey`` unset unless asked.
 Each node the carrier reaches tries to open it; the one whose private key
@@ -10,7 +10,7 @@ unwraps it handles the inner message.
 
 Two payload forms exist:
 
-* **hybrid** (the seed docs and client 0.8.0a1; what :func:`seal` writes): a
+* **hybrid** (client 0.8.0a1, ``docs/protocol.md``; what :func:`seal` writes): a
   random AES-256-GCM key per message (16-byte nonce) seals the inner message's
   JSON; the key is wrapped with RSA-OAEP to the recipient; the sender signs the
   AES ciphertext with RSA-PSS. Keys ``encrypted_key``, ``ciphertext``, ``tag``,
@@ -26,7 +26,7 @@ untrusted or unsigned sender (drop and count), or opened.
 Trust: the signature is checked against every key in ``trusted_keys`` (the
 node identity's ``trusted_keys``). Only a message signed by one of them is
 accepted, which is how ``trusted_keys`` gates BUS injection from INTERCOM
-(seed doc 001, "Trusted Keys": untrusted INTERCOM is dropped).
+(untrusted INTERCOM is dropped).
 """
 
 from __future__ import annotations

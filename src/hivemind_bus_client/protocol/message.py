@@ -13,82 +13,41 @@ The JSON form (protocol v0, also the plaintext of every encrypted text frame)
 has exactly eight keys in a fixed order, ``msg_type, payload, metadata, route,
 node, target_site_id, target_pubkey, source_peer``, and is byte-compatible
 with the reference client 0.4.4. The binary form (protocol v1) lives in
-:mod:`hivemind_bus_client.protocol.serialization`.
+:mod:`hivemind_bus_client.protocol.serialization`; the type enums in
+:mod:`hivemind_bus_client.protocol.msgtypes` (re-exported here).
 """
 
 from __future__ import annotations
 
 import json
-from enum import Enum, IntEnum
 from typing import Any
 
 from ovos_bus_client.message import Message
 
 from hivemind_bus_client.exceptions import InvalidMessage
+from hivemind_bus_client.protocol.msgtypes import (
+    OVOS_TYPES,
+    TRANSPORT_TYPES,
+    HiveMessageType,
+    HiveMindBinaryPayloadType,
+)
 
 __all__ = [
+    "OVOS_TYPES",
     "TRANSPORT_TYPES",
     "HiveMessage",
     "HiveMessageType",
     "HiveMindBinaryPayloadType",
+    "dumps_unicode",
 ]
 
 
-class HiveMessageType(str, Enum):
-    """Routing type of a HiveMessage; the value is the wire string.
-
-    Members compare equal to their wire strings (``HiveMessageType.BUS == "bus"``).
-    PONG is not in the reference 0.4.4 release; it is the reply to a PING flood
-    as the seed docs describe it, with wire string ``pong`` and binary code 13.
-    """
-
-    HANDSHAKE = "shake"
-    BUS = "bus"
-    SHARED_BUS = "shared_bus"
-    BROADCAST = "broadcast"
-    PROPAGATE = "propagate"
-    ESCALATE = "escalate"
-    HELLO = "hello"
-    QUERY = "query"
-    CASCADE = "cascade"
-    PING = "ping"
-    PONG = "pong"
-    RENDEZVOUS = "rendezvous"
-    THIRDPRTY = "3rdparty"
-    BINARY = "bin"
-    INTERCOM = "intercom"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-class HiveMindBinaryPayloadType(IntEnum):
-    """What the bytes of a BINARY message are (4 bits on the wire)."""
-
-    UNDEFINED = 0
-    RAW_AUDIO = 1
-    NUMPY_IMAGE = 2
-    FILE = 3
-    STT_AUDIO_TRANSCRIBE = 4
-    STT_AUDIO_HANDLE = 5
-    TTS_AUDIO = 6
-
-
-#: Types whose payload is a nested HiveMessage.
-TRANSPORT_TYPES = frozenset(
-    {
-        HiveMessageType.BROADCAST,
-        HiveMessageType.PROPAGATE,
-        HiveMessageType.ESCALATE,
-        HiveMessageType.QUERY,
-        HiveMessageType.CASCADE,
-    }
-)
-_OVOS_TYPES = frozenset({HiveMessageType.BUS, HiveMessageType.SHARED_BUS})
+_OVOS_TYPES = OVOS_TYPES
 
 #: ``json.dumps(x, ensure_ascii=False)`` builds a new encoder on every call;
 #: one shared encoder writes the same text in about half the time.
-_dumps_unicode = json.JSONEncoder(ensure_ascii=False).encode
+dumps_unicode = json.JSONEncoder(ensure_ascii=False).encode
+_dumps_unicode = dumps_unicode
 _BY_VALUE: dict[str, HiveMessageType] = {m.value: m for m in HiveMessageType}
 
 
@@ -241,6 +200,16 @@ class HiveMessage:
             self._payload = bytes(value)
         else:
             self._payload = self._normalise(self._msg_type, value)
+
+    @property
+    def raw_payload(self) -> Any:
+        """The payload as stored, without building a view.
+
+        The wire dict for a received message whose :attr:`payload` was never
+        asked for, else what :attr:`payload` returned. Routing code reads it to
+        look at a type without converting the message.
+        """
+        return self._payload
 
     @property
     def target_public_key(self) -> str | None:

@@ -1,20 +1,21 @@
 """Reconnect policy: which failures are worth retrying, and how long to wait.
 
 Satellites must come back within seconds after a hub restart, and must *not*
-hammer a hub that refused their credentials (USERS.md: "clients retried bad
-credentials forever"). So failures are classified:
+hammer a hub that refused their credentials (``docs/client.md``, reconnect
+policy). So failures are classified:
 
 * **fatal** (surface to the user, never retry): the hub refused the access key
   or the password, the two ends could not agree on a cipher/encoding, the hub
-  closed with a policy/protocol close code (1002, 1003, 1007, 1008, 1010), the
-  peer broke the protocol or a frame failed authentication, or the client is
-  misconfigured;
+  closed with a code of :data:`FATAL_CLOSE_CODES` (policy or protocol: 1002,
+  1003, 1007, 1008, 1010), the peer broke the protocol or a frame failed
+  authentication, or the client is misconfigured;
 * **retryable**: everything else: refused/unreachable socket, timeouts, and
-  closes such as 1000, 1001, 1005 after the handshake, 1006, 1011, 1012, 1013,
-  and the permission kick 4003.
+  closes such as 1000, 1005 after the handshake, the permission kick 4003, and
+  the codes of :data:`RETRY_CLOSE_CODES` (1001, 1006, 1011, 1012, 1013), which
+  say "come back later" even when they end a handshake.
 
 Delays come from :func:`backoff`: exponential with jitter, the first retry
-under a second, capped (STYLE.md principle 9). Clients accept any iterable of
+under a second, capped. Clients accept any iterable of
 delays instead (``reconnect_delays=[0.1, 0.5, 1]`` tries three times).
 """
 
@@ -24,15 +25,38 @@ import random
 from collections.abc import Iterator
 
 from hivemind_bus_client.exceptions import (
+    CloseCode,
     ConfigurationError,
     ConnectionClosed,
     HandshakeError,
 )
 
-__all__ = ["FATAL_CLOSE_CODES", "backoff", "is_fatal"]
+__all__ = ["FATAL_CLOSE_CODES", "RETRY_CLOSE_CODES", "backoff", "is_fatal"]
 
-#: Close codes after which reconnecting cannot help.
-FATAL_CLOSE_CODES = frozenset({1002, 1003, 1007, 1008, 1010})
+#: Close codes after which reconnecting cannot help: the peer refused us or
+#: what we sent.
+FATAL_CLOSE_CODES: frozenset[CloseCode] = frozenset(
+    {
+        CloseCode.PROTOCOL_ERROR,
+        CloseCode.UNSUPPORTED_DATA,
+        CloseCode.INVALID_DATA,
+        CloseCode.POLICY,
+        CloseCode.MANDATORY_EXTENSION,
+    }
+)
+
+#: Close codes a hub uses to say "come back later" (going away, dropped,
+#: internal error, restart, overloaded); never a credential refusal, even
+#: when they end a handshake.
+RETRY_CLOSE_CODES: frozenset[CloseCode] = frozenset(
+    {
+        CloseCode.GOING_AWAY,
+        CloseCode.ABNORMAL,
+        CloseCode.INTERNAL,
+        CloseCode.RESTART,
+        CloseCode.TRY_AGAIN,
+    }
+)
 
 
 def backoff(

@@ -32,11 +32,11 @@ from hivemind_bus_client.exceptions import (
     UnsupportedProtocolVersion,
 )
 from hivemind_bus_client.protocol.message import (
-    _OVOS_TYPES,
+    OVOS_TYPES,
     HiveMessage,
     HiveMessageType,
     HiveMindBinaryPayloadType,
-    _dumps_unicode,
+    dumps_unicode,
     ovos_to_dict,
 )
 
@@ -86,11 +86,11 @@ def _payload_bytes(msg: HiveMessage) -> bytes:
     # The reference serializes OVOS and nested-HiveMessage payloads with
     # ensure_ascii=False and plain dict payloads with ensure_ascii=True; 0.4.4
     # treats a QUERY payload as a plain dict.
-    p = msg._payload
+    p = msg.raw_payload
     mtype = msg.msg_type
-    if mtype in _OVOS_TYPES:
+    if mtype in OVOS_TYPES:
         data = ovos_to_dict(p) if not isinstance(p, dict) else p
-        return _dumps_unicode(data).encode("utf-8")
+        return dumps_unicode(data).encode("utf-8")
     if mtype is HiveMessageType.QUERY:
         return json.dumps(p.as_dict if isinstance(p, HiveMessage) else p).encode("utf-8")
     if mtype in _NESTED:
@@ -162,7 +162,7 @@ def encode_frame(
     meta = json.dumps(msg.metadata).encode("utf-8") if msg.metadata else _EMPTY_META
     if mtype is _BINARY:
         bin_type = int(msg.bin_type)
-        payload = msg._payload
+        payload = msg.raw_payload
     else:
         bin_type = None
         payload = _payload_bytes(msg)

@@ -22,7 +22,7 @@ The contract, for every implementation (websocket, HTTP polling, MQTT, in memory
 
 :class:`QueueChannel` is a ready-made base for transports whose frames arrive
 by other means than a stream (HTTP requests, broker messages, tests): the
-producer calls :meth:`QueueChannel.feed` and :meth:`QueueChannel.feed_close`.
+producer calls :meth:`QueueChannel.feed` and :meth:`QueueChannel.feed_close`; :func:`channel_pair` joins two of them in memory.
 """
 
 from __future__ import annotations
@@ -34,7 +34,15 @@ from typing import Protocol, runtime_checkable
 
 from hivemind_bus_client.exceptions import CloseCode, HiveMindConnectionError
 
-__all__ = ["BoundedBacklog", "Channel", "ChannelClosed", "Frame", "QueueChannel", "truncate_reason"]
+__all__ = [
+    "BoundedBacklog",
+    "Channel",
+    "ChannelClosed",
+    "Frame",
+    "QueueChannel",
+    "channel_pair",
+    "truncate_reason",
+]
 
 #: One websocket-style frame: text (``str``) or binary (``bytes``).
 Frame = str | bytes
@@ -263,3 +271,17 @@ class QueueChannel:
 
     async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         self.close_nowait(code, reason)
+
+
+def channel_pair(address_a: str = "b", address_b: str = "a") -> tuple[QueueChannel, QueueChannel]:
+    """Two in-memory channels joined to each other (tests, in-process links).
+
+    A frame written on one is received on the other; closing one ends the other
+    with the same code and reason. ``address_a`` is the peer address the first
+    channel reports (that of the second end), and the other way round.
+    """
+    a = QueueChannel(address_a)
+    b = QueueChannel(address_b)
+    a._sender, b._sender = b.feed, a.feed
+    a._on_close, b._on_close = b.feed_close, a.feed_close
+    return a, b

@@ -151,7 +151,9 @@ def map_errors(
     except WsConnectionClosed as exc:
         raise closed_from_websocket(exc) from None
     except ssl.SSLError as exc:
-        raise SecureConnectionFailed(f"TLS with {where} failed: {exc.reason or exc}") from None
+        raise SecureConnectionFailed(
+            f"TLS with {where} failed: {getattr(exc, 'reason', None) or exc}"
+        ) from None
     except socket.gaierror as exc:
         raise HiveMindEntryPointNotFound(f"cannot resolve {where!r}: {exc.strerror}") from None
     except ConnectionRefusedError:

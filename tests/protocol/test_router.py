@@ -37,8 +37,12 @@ def relay() -> Router:
 
 def test_public_api_shape_is_kept() -> None:
     r = relay()
-    acts = r.handle("a", bus())
-    assert acts == [Deliver(acts[0].message, "a")]
+    msg = bus("speak")
+    acts = r.handle("a", msg)
+    # the very message that arrived, stamped with the link it came on, as plain BUS
+    assert acts == [Deliver(msg, "a", None, None)]
+    assert acts[0].message is msg and msg.source_peer == "a"
+    assert acts[0].message.payload.msg_type == "speak"
     assert r.send_to(["b", "nope"], bus()) == [Send("b", bus()), Drop("no such link", "nope")]
     assert r.remove_link("b") == [] and "b" not in r.links
     assert isinstance(r.handle("ghost", bus())[0], Drop)

@@ -60,11 +60,38 @@ def test_password_handshake_and_round_trip():
     assert after and all("ciphertext" in f for _, f in after if isinstance(f, str))
 
 
-def test_hello_and_handshake_are_the_only_plaintext_frames():
-    lp = pair({"password": "pw"}, {"password": "pw"})
-    for _, frame in lp.tap:
-        if isinstance(frame, str) and "ciphertext" not in frame:
-            assert json.loads(frame)["msg_type"] in ("hello", "shake")
+def _wire(tap):
+    """(direction, msg_type or "sealed") of every frame that crossed."""
+    out = []
+    for direction, frame in tap:
+        assert isinstance(frame, str), "no binary frame in these tests"
+        obj = json.loads(frame)
+        out.append((direction, "sealed" if "ciphertext" in obj else obj["msg_type"]))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("hub_kw", "client_kw"),
+    [({"password": "pw"}, {"password": "pw"}), ({}, {"private_key": CLIENT_KEY})],
+    ids=["password", "rsa"],
+)
+def test_hello_and_handshake_are_the_only_plaintext_frames(hub_kw, client_kw):
+    lp = pair(hub_kw, client_kw)
+    lp.hub.announce("ua::1::sat::final")
+    lp.pump()
+    # Exactly the hub's HELLO and offer, the client's reply and the hub's answer
+    # cross in plaintext; both HELLOs sent once keyed (the client's, then the
+    # hub's final-peer HELLO) are sealed, and they did arrive.
+    assert _wire(lp.tap) == [
+        ("down", "hello"),
+        ("down", "shake"),
+        ("up", "shake"),
+        ("down", "shake"),
+        ("up", "sealed"),
+        ("down", "sealed"),
+    ]
+    assert any(isinstance(e, HelloReceived) for e in lp.hub_events)
+    assert lp.client.peer == "ua::1::sat::final"
 
 
 @pytest.mark.parametrize("wrong_side", ["client", "hub"])

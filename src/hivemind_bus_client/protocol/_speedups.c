@@ -1,6 +1,6 @@
 /*
- * hivemind_bus_client._speedups -- optional C accelerator for the text
- * encodings of hivemind_bus_client.encodings.
+ * hivemind_bus_client.protocol._speedups -- optional C accelerator for the
+ * text encodings of hivemind_bus_client.protocol.encodings.
  *
  * Every function here returns exactly what its pure-Python counterpart in
  * encodings.py returns, for every input, and raises ValueError where that
@@ -996,12 +996,12 @@ static PyModuleDef_Slot speedups_slots[] = {
 };
 
 PyDoc_STRVAR(speedups_doc,
-"C accelerator for hivemind_bus_client.encodings (basE91, Z85B, Z85P, Base32).\n\n"
+"C accelerator for hivemind_bus_client.protocol.encodings (basE91, Z85B, Z85P, Base32).\n\n"
 "Same results as the pure-Python functions; raises ValueError on bad input.");
 
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
-    "hivemind_bus_client._speedups",
+    "hivemind_bus_client.protocol._speedups",
     speedups_doc,
     0,
     speedups_methods,

@@ -1,6 +1,6 @@
-"""The optional C accelerator ``hivemind_bus_client._speedups`` against the pure Python.
+"""The optional C accelerator ``hivemind_bus_client.protocol._speedups`` against the pure Python.
 
-The pure-Python encoders in :mod:`hivemind_bus_client.encodings` are the
+The pure-Python encoders in :mod:`hivemind_bus_client.protocol.encodings` are the
 specification: for every input the C functions must return the same text or
 bytes, and must fail (ValueError, turned into DecodingError / Z85DecodeError by
 encodings.py) exactly where the pure functions fail. The C-vs-pure tests are
@@ -10,6 +10,7 @@ skipped, with a reason shown by ``pytest -ra``, when the extension is not built.
 from __future__ import annotations
 
 import base64
+import importlib
 import os
 import subprocess
 import sys
@@ -18,18 +19,18 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from hivemind_bus_client import encodings
-from hivemind_bus_client.encodings import PURE_CODECS, SupportedEncodings
 from hivemind_bus_client.exceptions import DecodingError, Z85DecodeError
+from hivemind_bus_client.protocol import encodings
+from hivemind_bus_client.protocol.encodings import PURE_CODECS, SupportedEncodings
 
 try:
-    from hivemind_bus_client import _speedups
+    _speedups = importlib.import_module("hivemind_bus_client.protocol._speedups")
 except ImportError:  # not built: no C compiler at install time
     _speedups = None
 
 needs_c = pytest.mark.skipif(
     _speedups is None,
-    reason="C accelerator hivemind_bus_client._speedups is not built "
+    reason="C accelerator hivemind_bus_client.protocol._speedups is not built "
     "(no C compiler at install time?); C-vs-pure comparison skipped",
 )
 
@@ -212,7 +213,7 @@ def _probe(env_value: str | None) -> str:
     if env_value is not None:
         env["HIVEMIND_PURE_PYTHON"] = env_value
     code = (
-        "from hivemind_bus_client import encodings as e;"
+        "from hivemind_bus_client.protocol import encodings as e;"
         "print(e.ACCELERATED, e.b91_encode is e._py_b91_encode)"
     )
     proc = subprocess.run(
@@ -235,6 +236,12 @@ def test_extension_used_by_default():
 def test_extension_exports():
     public = sorted(n for n in dir(_speedups) if not n.startswith("_"))
     assert public == sorted(f"{n}_{op}" for n in NAMES for op in ("encode", "decode"))
+    assert _speedups.__name__ == "hivemind_bus_client.protocol._speedups"
+
+
+def test_the_extension_lives_in_the_protocol_package_only():
+    with pytest.raises(ImportError):
+        importlib.import_module("hivemind_bus_client._speedups")
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,58 @@
+"""What a :class:`~hivemind_bus_client.protocol.connection.Connection` reports.
+
+Events are small frozen values. The I/O layer drains them with
+``Connection.events()`` after every frame it feeds and every timer it fires.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hivemind_bus_client.exceptions import HiveMindError
+from hivemind_bus_client.protocol.message import HiveMessage
+
+__all__ = ["CloseRequested", "Event", "HandshakeComplete", "HelloReceived", "MessageReceived"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base of every connection event."""
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeComplete(Event):
+    """A key is agreed; ``mode`` is ``password``, ``rsa`` or ``preshared``.
+
+    ``mode`` is a :class:`~hivemind_bus_client.protocol.handshake.HandshakeMode`,
+    which compares equal to those strings.
+    """
+
+    mode: str
+    cipher: str
+    encoding: str
+    binarize: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HelloReceived(Event):
+    """The peer's HELLO payload (hub side: pubkey, session, site_id; client: peer, node_id)."""
+
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived(Event):
+    """An application message; ``binary`` tells whether it came as a binary frame."""
+
+    message: HiveMessage
+    binary: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CloseRequested(Event):
+    """The link must close with ``code``; ``error`` is the cause when it was a fault."""
+
+    code: int
+    reason: str
+    error: HiveMindError | None = field(default=None)

@@ -1,0 +1,285 @@
+"""The key exchange steps of the v1 handshake: password, RSA and pre-shared key.
+
+Pure functions of payloads and keys; the
+:class:`~hivemind_bus_client.protocol.connection.Connection` calls them and
+owns the state. The whole opening, hub first::
+
+    hub    -> HELLO {pubkey, peer, node_id}                   plaintext
+    hub    -> HANDSHAKE offer  (hub_offer)
+    client -> HANDSHAKE reply  (client_reply: envelope | pubkey)
+    hub    -> HANDSHAKE answer (hub_answer: envelope, encoding, cipher)
+    client: key from the answer (client_finish)
+    client -> HELLO {pubkey, session, site_id}                encrypted
+    hub    -> HELLO {peer, node_id, pubkey}                   encrypted (final peer)
+
+* **password**: each side sends a password envelope (a salt it chose, bound to
+  the password); each verifies the other's, and both derive the key from the
+  password and the two salts. A wrong password fails at the handshake.
+* **rsa**: the client sends its public key; the hub answers with a fresh key
+  sealed to it and signed by the hub's own key.
+* **preshared**: the legacy mode: a 16-character key is in force from the
+  first frame, there is no exchange.
+
+Deliberate differences from the reference: each side verifies the other's
+password envelope, so a wrong password is refused at the handshake (close
+1008) instead of by a failed decryption later; a client row with a password
+must use the password handshake (no RSA fallback that would skip the
+password); the hub may prefer its own encoding order (fast encodings first)
+among those the client offers.
+
+Every refusal raises :class:`~hivemind_bus_client.exceptions.NegotiationFailed`
+(nothing in common, impossible mode), :class:`AuthenticationFailed` (wrong
+credentials) or :class:`ProtocolError` (a malformed step); the connection
+turns them into a close.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Protocol
+
+from hivemind_bus_client.exceptions import (
+    AuthenticationFailed,
+    CryptoError,
+    InvalidCipher,
+    InvalidEncoding,
+    NegotiationFailed,
+    ProtocolError,
+)
+from hivemind_bus_client.protocol import crypto
+from hivemind_bus_client.protocol.encodings import SupportedEncodings
+from hivemind_bus_client.protocol.encryption import LinkCipher, SupportedCiphers
+
+__all__ = [
+    "CLIENT_CIPHERS",
+    "CLIENT_ENCODINGS",
+    "HUB_CIPHERS",
+    "HUB_ENCODINGS",
+    "ClientReply",
+    "HandshakeMode",
+    "HubAnswer",
+    "Settings",
+    "choose",
+    "client_finish",
+    "client_reply",
+    "hub_answer",
+    "hub_offer",
+    "resolve_names",
+]
+
+#: What a peer that names no encoding or cipher means (the protocol's defaults).
+DEFAULT_ENCODING = SupportedEncodings.JSON_HEX.value
+DEFAULT_CIPHER = SupportedCiphers.AES_GCM.value
+
+
+#: What our client offers, fastest first. Z85P last: the reference's own
+#: decoder cannot read it on common CPUs.
+CLIENT_ENCODINGS: tuple[SupportedEncodings, ...] = (
+    SupportedEncodings.JSON_B64,
+    SupportedEncodings.JSON_URLSAFE_B64,
+    SupportedEncodings.JSON_HEX,
+    SupportedEncodings.JSON_B91,
+    SupportedEncodings.JSON_Z85B,
+    SupportedEncodings.JSON_B32,
+    SupportedEncodings.JSON_Z85P,
+)
+#: What our hub accepts, in its order of preference.
+HUB_ENCODINGS = CLIENT_ENCODINGS
+CLIENT_CIPHERS: tuple[SupportedCiphers, ...] = (
+    SupportedCiphers.AES_GCM,
+    SupportedCiphers.CHACHA20_POLY1305,
+)
+HUB_CIPHERS = CLIENT_CIPHERS
+
+
+def resolve_names(values: Sequence[Any], resolve: Any) -> list[str]:
+    """Wire names of ``values``, skipping the ones this implementation does not know."""
+    out = []
+    for v in values:
+        try:
+            out.append(resolve(v).value)
+        except (InvalidEncoding, InvalidCipher):
+            continue
+    return out
+
+
+class Settings(Protocol):
+    """What the handshake steps read from one end of the link (a ``Connection`` has it all)."""
+
+    password: str | None
+    crypto_key: str | bytes | None
+    private_key: crypto.PrivateKey | None
+    peer_public_key: crypto.PublicKey | None
+    #: Wire names: client: offered, in order; hub: accepted, in order of preference.
+    encodings: list[str]
+    ciphers: list[str]
+    want_binarize: bool
+    #: Hub: choose by its own preference order instead of the client's.
+    prefer_own_order: bool
+
+
+class HandshakeMode(str, Enum):
+    """How the link's key was agreed. A ``str`` enum: ``mode == "password"`` holds."""
+
+    PASSWORD = "password"
+    RSA = "rsa"
+    PRESHARED = "preshared"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def hub_offer(me: Settings) -> dict[str, Any]:
+    """The hub's HANDSHAKE offer: what it accepts and which handshake it wants."""
+    preshared = me.crypto_key is not None
+    return {
+        "handshake": not preshared,
+        "min_protocol_version": 0 if preshared else 1,
+        "max_protocol_version": 1,
+        "binarize": me.want_binarize,
+        "preshared_key": preshared,
+        "password": me.password is not None,
+        "crypto_required": True,
+        "encodings": list(me.encodings),
+        "ciphers": list(me.ciphers),
+    }
+
+
+def choose(offered: Any, allowed: Sequence[str], what: str, prefer_own_order: bool) -> str:
+    """The hub's pick among the client's ``offered`` names (``what``: "encoding", "cipher").
+
+    Raises:
+        NegotiationFailed: the list is malformed or shares nothing with ``allowed``.
+    """
+    if not isinstance(offered, list) or not all(isinstance(o, str) for o in offered):
+        raise NegotiationFailed(f"client {what} list is malformed")
+    if prefer_own_order:
+        picks = [a for a in allowed if a in offered]
+    else:
+        picks = [o for o in offered if o in allowed]
+    if not picks:
+        raise NegotiationFailed(
+            f"no common {what}: client offers {offered}, hub allows {list(allowed)}"
+        )
+    return picks[0]
+
+
+@dataclass(frozen=True, slots=True)
+class HubAnswer:
+    """The hub's answer to a client HANDSHAKE: the plaintext reply and the new key."""
+
+    reply: dict[str, Any]
+    cipher: LinkCipher
+    mode: HandshakeMode
+    binarize: bool
+
+
+def hub_answer(payload: Any, me: Settings) -> HubAnswer:
+    """Check a client's HANDSHAKE and derive the link key (hub side).
+
+    A hub with a password accepts only the password handshake; without one it
+    needs its RSA key for a client that sent a public key.
+    """
+    if not isinstance(payload, dict):
+        raise NegotiationFailed("HANDSHAKE payload must be an object")
+    own_order, password, private_key = me.prefer_own_order, me.password, me.private_key
+    encoding = choose(
+        payload.get("encodings", [DEFAULT_ENCODING]), me.encodings, "encoding", own_order
+    )
+    cipher = choose(payload.get("ciphers", [DEFAULT_CIPHER]), me.ciphers, "cipher", own_order)
+    envelope = payload.get("envelope")
+    pubkey = payload.get("pubkey")
+    if password is not None:
+        if not isinstance(envelope, str):
+            raise AuthenticationFailed("this client must use the password handshake")
+        if not crypto.verify_password_envelope(envelope, password):
+            raise AuthenticationFailed("wrong password")
+        own = crypto.password_envelope(password)
+        key = crypto.derive_password_key(
+            password, crypto.envelope_iv(envelope), bytes.fromhex(own[:16])
+        )
+        mode = HandshakeMode.PASSWORD
+    elif isinstance(pubkey, str):
+        if private_key is None:
+            raise NegotiationFailed("this hub has no RSA key for the RSA handshake")
+        try:
+            client_pub = crypto.load_public_key(pubkey)
+        except CryptoError as exc:
+            raise NegotiationFailed(f"unusable client public key: {exc}") from None
+        own, key = crypto.rsa_seal_handshake(client_pub, private_key)
+        mode = HandshakeMode.RSA
+    else:
+        raise NegotiationFailed("HANDSHAKE has neither a password envelope nor a public key")
+    reply = {"envelope": own, "encoding": encoding, "cipher": cipher}
+    binarize = bool(me.want_binarize and payload.get("binarize"))
+    return HubAnswer(reply, LinkCipher(key, cipher, encoding), mode, binarize)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientReply:
+    """The client's answer to an offer.
+
+    ``reply`` is the HANDSHAKE payload to send (None in pre-shared mode: the
+    key is already in force); ``iv`` the salt of our password envelope.
+    """
+
+    mode: HandshakeMode
+    binarize: bool
+    reply: dict[str, Any] | None
+    iv: bytes | None = None
+
+
+def client_reply(offer: dict[str, Any], me: Settings) -> ClientReply:
+    """Choose the handshake the hub's ``offer`` allows with what we have (client side)."""
+    max_version = offer.get("max_protocol_version", 1)
+    if isinstance(max_version, int) and max_version < 0:
+        raise NegotiationFailed("hub offers no usable protocol version")
+    password, private_key = me.password, me.private_key
+    binarize = bool(offer.get("binarize")) and me.want_binarize
+    reply: dict[str, Any] = {
+        "binarize": binarize,
+        "encodings": list(me.encodings),
+        "ciphers": list(me.ciphers),
+    }
+    hub_wants_password = bool(offer.get("password", True))
+    if password is not None and hub_wants_password:
+        # Sent in plaintext: the envelope proves, it does not reveal.
+        envelope = crypto.password_envelope(password)
+        reply["envelope"] = envelope
+        return ClientReply(HandshakeMode.PASSWORD, binarize, reply, bytes.fromhex(envelope[:16]))
+    if private_key is not None and not hub_wants_password:
+        reply["pubkey"] = crypto.public_key_pem(private_key)
+        return ClientReply(HandshakeMode.RSA, binarize, reply)
+    if me.crypto_key and offer.get("preshared_key"):
+        return ClientReply(HandshakeMode.PRESHARED, binarize, None)
+    raise NegotiationFailed(
+        "no handshake possible: the hub wants a password we do not have"
+        if offer.get("password")
+        else "no handshake possible: need a password, an RSA key or a pre-shared key"
+    )
+
+
+def client_finish(
+    answer: dict[str, Any], me: Settings, mode: str | None, iv: bytes | None
+) -> LinkCipher:
+    """The link key from the hub's answer to our reply (``mode``, ``iv``: what we sent)."""
+    password, private_key = me.password, me.private_key
+    envelope = answer.get("envelope")
+    if not isinstance(envelope, str):
+        raise ProtocolError("HANDSHAKE reply without an envelope")
+    encoding = answer.get("encoding") or DEFAULT_ENCODING
+    cipher = answer.get("cipher") or DEFAULT_CIPHER
+    if mode == HandshakeMode.PASSWORD and iv is not None:
+        if not crypto.verify_password_envelope(envelope, password or ""):
+            raise AuthenticationFailed("wrong password (the hub's envelope does not match)")
+        key = crypto.derive_password_key(password or "", iv, crypto.envelope_iv(envelope))
+    elif mode == HandshakeMode.RSA and private_key is not None:
+        key = crypto.rsa_open_handshake(envelope, private_key, me.peer_public_key)
+    else:
+        raise ProtocolError("unexpected HANDSHAKE reply")
+    try:
+        return LinkCipher(key, cipher, encoding)
+    except (InvalidCipher, InvalidEncoding) as exc:
+        raise NegotiationFailed(f"hub chose something we cannot use: {exc}") from None

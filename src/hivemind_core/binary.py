@@ -4,7 +4,7 @@ A handler is a plugin found through the ``hivemind.binary_handlers`` entry-point
 group; the hub calls :meth:`BinaryHandler.handle` once per BINARY message that
 the router delivered locally. The default :class:`LoggingBinaryHandler` only
 counts and logs (at DEBUG) and drops the payload, like the reference hub when
-no binary protocol is configured (HUB.md §5.5).
+no binary protocol is configured (docs/hub.md, plugins).
 
 Handlers run on the hub's event loop: anything slow (STT, TTS) must hand the
 work to a thread or a task of its own.

@@ -10,10 +10,14 @@ sections) is read too, so an existing install keeps its settings.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import ipaddress
 import json
 import logging
 import os
+import socket
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,7 @@ __all__ = [
     "config_dir",
     "data_dir",
     "default_config_path",
+    "is_own_listener",
     "load_config",
     "save_config",
 ]
@@ -65,8 +70,8 @@ class UpstreamConfig:
     host: str = ""
     port: int = 5678
     #: This hub's access key and password at the master (``hivemind-core add-client`` there).
-    key: str = ""
-    password: str = ""
+    key: str = field(default="", repr=False)
+    password: str = field(default="", repr=False)
     #: Connect with ``wss://``; ``self_signed`` skips certificate verification.
     ssl: bool = False
     self_signed: bool = True
@@ -78,6 +83,10 @@ class UpstreamConfig:
     #: satellites inject here, and the agent's answers to them, are also sent
     #: up as SHARED_BUS. Off by default: sharing must be asked for.
     share_bus: bool = False
+    #: Seconds for TCP, TLS and the websocket upgrade of one connection attempt.
+    connect_timeout: float = 10.0
+    #: Seconds the HiveMind handshake may take once the socket is open.
+    handshake_timeout: float = 10.0
 
 
 @dataclass
@@ -118,7 +127,7 @@ class HubConfig:
     redis_prefix: str = "hivemind"
 
     #: What answers satellites: ``embedded`` (default when no OVOS bus is
-    #: configured), ``ovos``, or an entry-point name of group ``hivemind.agent.protocol``.
+    #: configured), ``ovos``, or an entry-point name of group ``hivemind.agents``.
     agent: str = "embedded"
     #: OVOS message bus for the ``ovos`` agent.
     ovos_host: str = "127.0.0.1"
@@ -126,7 +135,7 @@ class HubConfig:
     ovos_route: str = "/core"
     #: Seconds to wait for the OVOS bus at start before failing with a clear error.
     ovos_connect_timeout: float = 10.0
-    #: Binary data handler entry point (group ``hivemind.binary.protocol``); None logs and drops.
+    #: Binary data handler entry point (group ``hivemind.binary_handlers``); None logs and drops.
     binary_handler: str | None = None
 
     #: Encodings accepted, in the hub's order of preference.
@@ -256,3 +265,40 @@ def save_config(config: HubConfig, path: str | os.PathLike[str] | None = None) -
     tmp.write_text(json.dumps(config.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
     os.replace(tmp, p)
     return p
+
+
+_ANY_ADDRESSES = frozenset({"", "0.0.0.0", "::", "*"})
+
+
+def _is_local_host(host: str) -> bool:
+    """Whether ``host`` names this machine (loopback, any-address, or our own name)."""
+    name = host.strip().strip("[]").lower()
+    if name in _ANY_ADDRESSES or name == "localhost" or name.endswith(".localhost"):
+        return True
+    with contextlib.suppress(ValueError):
+        addr = ipaddress.ip_address(name)
+        return addr.is_loopback or addr.is_unspecified
+    with contextlib.suppress(OSError):
+        # gethostname only: getfqdn may wait on DNS, and this runs at start.
+        if name == socket.gethostname().lower():
+            return True
+    return False
+
+
+def is_own_listener(
+    up_host: str, up_port: int, listen_host: str, listen_ports: Iterable[int]
+) -> bool:
+    """True when ``up_host:up_port`` would reach this hub's own listener.
+
+    Same port, and the upstream host is either the address the listener is
+    bound to or (listener on a loopback or any-address) a name for this machine.
+    """
+    if int(up_port) not in {int(p) for p in listen_ports}:
+        return False
+    up = up_host.strip().strip("[]").lower()
+    own = listen_host.strip().strip("[]").lower()
+    if up == own:
+        return True
+    if own in _ANY_ADDRESSES or _is_local_host(own):
+        return _is_local_host(up)
+    return False

@@ -19,9 +19,9 @@ names (``hivemind-sqlite-db-plugin`` etc.) are accepted as aliases so an old
 from __future__ import annotations
 
 import logging
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
+from hivemind_core import plugins
 from hivemind_core.db.model import (
     DEFAULT_ALLOWED_TYPES,
     BackendUnavailable,
@@ -49,7 +49,7 @@ __all__ = [
 
 LOG = logging.getLogger(__name__)
 
-ENTRY_POINT_GROUP = "hivemind.databases"
+ENTRY_POINT_GROUP = plugins.DATABASE_GROUP
 
 #: Built-in backends, used when the package's entry points are not installed
 #: (e.g. running from a source tree).
@@ -59,7 +59,7 @@ _BUILTIN = {
     "json": "hivemind_core.db.json_db:JsonDatabase",
 }
 
-#: The reference hub's database plugin names (hub notes §2.3).
+#: The reference hub's database plugin names (see docs/hub.md, plugins).
 _ALIASES = {
     "hivemind-sqlite-db-plugin": "sqlite",
     "hivemind-redis-db-plugin": "redis",
@@ -69,32 +69,19 @@ _ALIASES = {
 
 def available_backends() -> list[str]:
     """Names accepted by :func:`open_database` (entry points plus built-ins)."""
-    names = set(_BUILTIN)
-    names.update(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
-    return sorted(names)
+    return plugins.available(ENTRY_POINT_GROUP, _BUILTIN)
 
 
 def _load_backend(name: str) -> type[ClientDatabase]:
-    name = _ALIASES.get(name, name)
-    target: str | None = None
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name == name:
-            target = ep.value
-            break
-    if target is None:
-        target = _BUILTIN.get(name)
-    if target is None:
-        raise BackendUnavailable(
-            f"unknown database backend {name!r} (available: {', '.join(available_backends())})"
-        )
-    module_name, _, attr = target.partition(":")
-    try:
-        module = __import__(module_name, fromlist=[attr])
-        cls = getattr(module, attr)
-    except (ImportError, AttributeError) as exc:
-        raise BackendUnavailable(f"database backend {name!r} cannot be loaded: {exc}") from None
-    if not (isinstance(cls, type) and issubclass(cls, ClientDatabase)):
-        raise BackendUnavailable(f"database backend {name!r} is not a ClientDatabase")
+    cls: type[ClientDatabase] = plugins.load(
+        ENTRY_POINT_GROUP,
+        name,
+        ClientDatabase,
+        _BUILTIN,
+        _ALIASES,
+        kind="database backend",
+        error=BackendUnavailable,
+    )
     return cls
 
 

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import signal
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 from hivemind_bus_client.protocol import crypto
+from hivemind_core import plugins
 from hivemind_core.agents.base import Agent, load_agent
 from hivemind_core.binary import BinaryHandler, LoggingBinaryHandler
 from hivemind_core.config import HubConfig, data_dir
@@ -41,7 +40,7 @@ __all__ = [
 LOG = logging.getLogger(__name__)
 
 #: Entry-point group of binary data handlers.
-BINARY_GROUP = "hivemind.binary_handlers"
+BINARY_GROUP = plugins.BINARY_GROUP
 
 KEY_FILE = "hub_rsa.pem"
 
@@ -70,23 +69,14 @@ def load_binary_handler(name: str | None) -> BinaryHandler:
     """The binary handler ``name`` (entry point or ``module:Class``); ``None`` logs and drops.
 
     Raises:
-        ValueError: no such handler.
+        hivemind_core.errors.PluginError: no such handler (a ``ValueError``).
     """
     if not name or name == "log":
         return LoggingBinaryHandler()
-    for ep in entry_points(group=BINARY_GROUP):
-        if ep.name == name:
-            cls = ep.load()
-            break
-    else:
-        if ":" not in name:
-            known = sorted(ep.name for ep in entry_points(group=BINARY_GROUP))
-            raise ValueError(f"unknown binary handler {name!r}; available: {', '.join(known)}")
-        module, _, attr = name.partition(":")
-        cls = getattr(importlib.import_module(module), attr)
-    handler = cls()
-    if not isinstance(handler, BinaryHandler):
-        raise ValueError(f"binary handler {name!r} is not a BinaryHandler")
+    cls: type[BinaryHandler] = plugins.load(
+        BINARY_GROUP, name, BinaryHandler, kind="binary handler"
+    )
+    handler: BinaryHandler = cls()
     return handler
 
 

@@ -4,9 +4,9 @@ Peer strings
 ------------
 Each connection is known to the router and the agent by a *peer* string,
 ``<useragent>::<client_id>::<name>::<session_id>`` as the reference hub names
-them (HUB.md §4.2). The reference lets two connections with the same key and
+them (docs/hub.md, sessions and peers). The reference lets two connections with the same key and
 session id share one peer, so the second silently replaces the first and a
-disconnect of either removes both (HUB.md §7). :class:`PeerRegistry` hands
+disconnect of either removes both. :class:`PeerRegistry` hands
 out unique names instead: a clash gets a ``::2``, ``::3`` ... suffix.
 
 Sessions
@@ -16,7 +16,7 @@ by a BUS message carrying the same ``session_id``). Every message injected on
 the satellite's behalf gets a fresh *copy* of it, with the client's skill and
 intent blacklists added to ``blacklisted_skills`` / ``blacklisted_intents``:
 the reference appended them in place to a list that could be shared between
-clients, leaking one client's blacklist into every session (HUB.md §5.2).
+clients, leaking one client's blacklist into every session.
 """
 
 from __future__ import annotations

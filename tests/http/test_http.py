@@ -312,13 +312,7 @@ def test_hub_side_close_reaches_the_client(hub: HubThread) -> None:
     client = client_for(hub, row.api_key, reconnect=False, poll_interval=0.1)
     client.connect()
     try:
-        hub.call(
-            lambda: (
-                hub.db.delete_client(row.client_id)
-                if hasattr(hub.db, "delete_client")
-                else hub.db.revoke_client(row.client_id)
-            )
-        )
+        assert hub.call(lambda: hub.db.delete_client(row.client_id)) is True
         deadline = time.monotonic() + 5
         while client.connected and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -366,9 +360,14 @@ def test_malformed_requests_get_http_errors_and_never_crash(
     # chunked bodies are not supported
     answer = raw_bytes(
         port,
-        f"POST /send_message{q} HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".encode(),
+        f"POST /send_message{q} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "0\r\n\r\n".encode(),
     )
     assert answer.startswith(b"HTTP/1.1 501")
+    # an HTTP/1.1 request without Host is malformed
+    assert raw_bytes(port, f"POST /connect{q} HTTP/1.1\r\n\r\n".encode()).startswith(
+        b"HTTP/1.1 400"
+    )
     # garbage request line, oversized headers, bad Content-Length
     assert raw_bytes(port, b"HELLO\r\n\r\n").startswith(b"HTTP/1.1 400")
     assert raw_bytes(port, b"GET /x HTTP/1.1\r\nX: " + b"a" * 70000 + b"\r\n\r\n").startswith(
@@ -377,6 +376,11 @@ def test_malformed_requests_get_http_errors_and_never_crash(
     assert raw_bytes(port, b"POST /connect HTTP/1.1\r\nContent-Length: -1\r\n\r\n").startswith(
         b"HTTP/1.1 400"
     )
+    # many headers, each under the line limit, together over max_header_size
+    many = b"".join(b"X-%d: %s\r\n" % (i, b"a" * 4000) for i in range(6))
+    assert raw_bytes(
+        port, b"GET /get_messages HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n"
+    ).startswith(b"HTTP/1.1 431")
     # a non-form body
     status, _ = raw(port, "POST", "/send_message" + q, b"{}", {"Content-Type": "application/json"})
     assert status == 400

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -11,11 +10,7 @@ from pathlib import Path
 
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from support.net import free_port
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +26,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     import redis
 
     workdir: Path = tmp_path_factory.mktemp("redis")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [
             binary,
@@ -82,7 +77,7 @@ def xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-# What the reference 4.0.0 writes (hub notes §2.1-2.3): records keyed by id,
+# What the reference 4.0.0 writes: records keyed by id,
 # null lists from its add-client, a "revoked" tombstone for a deleted client,
 # and (a quirk of its JSON store) the same id twice, the later one winning.
 REFERENCE_CLIENTS_JSON = """{

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
-import socket
 from typing import Any
 
 import pytest
@@ -15,6 +14,7 @@ from hivemind_core.agents import AgentError, load_agent
 from hivemind_core.agents.embedded import HELP, EmbeddedAgent, answer
 from hivemind_core.agents.ovos import OVOSAgent
 from hivemind_core.config import HubConfig
+from support.net import free_port
 
 NOON = datetime.datetime(2024, 3, 5, 12, 7)
 
@@ -66,14 +66,8 @@ def test_load_agent_by_name_and_unknown() -> None:
         load_agent(HubConfig(agent="no-such-agent"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_ovos_agent_fails_clearly_without_a_bus() -> None:
-    port = _free_port()
+    port = free_port()
     agent = OVOSAgent(HubConfig(ovos_host="127.0.0.1", ovos_port=port, ovos_connect_timeout=0.5))
 
     async def scenario() -> None:
@@ -118,7 +112,7 @@ class FakeBus:
 
 async def bus_and_agent(**cfg: Any) -> tuple[FakeBus, OVOSAgent, list[dict[str, Any]]]:
     """A started fake bus and an OVOS agent on it; the list collects the agent's replies."""
-    bus = FakeBus(_free_port())
+    bus = FakeBus(free_port())
     await bus.start()
     agent = OVOSAgent(
         HubConfig(ovos_host="127.0.0.1", ovos_port=bus.port, ovos_connect_timeout=2, **cfg)

@@ -121,7 +121,15 @@ def test_broadcast_needs_admin_and_can_broadcast() -> None:
                 else:
                     denied = await c.next_bus(DENIED)
                     assert denied["data"]["denied_type"] == "broadcast"
-                    assert listener.messages.empty()
+                    # A barrier: the listener's own question and its answer. A
+                    # BROADCAST misrouted to it was written to its socket before
+                    # that answer, so it would be the first thing it receives.
+                    await listener.utterance(f"echo after {row.name}")
+                    first = await asyncio.wait_for(listener.messages.get(), 5)
+                    assert first.msg_type is T.BUS
+                    answer = first.payload_dict()
+                    assert answer["type"] == "speak"
+                    assert answer["data"]["utterance"] == f"after {row.name}"
                 await c.close()
             await listener.close()
 

@@ -9,10 +9,13 @@ key by default, or the password handshake) and then runs a discrete-event
 simulation: every frame takes ``latency`` seconds of fake time to cross its
 link, router timers fire in time order, and nothing ever sleeps.
 
-The harness plays the hub service's part exactly as a service must: it carries
-out ``Send``, ``Deliver``, ``Deny`` (answer, then close 4003 when asked),
-``Drop`` and ``AskLocal`` (via :class:`FakeAgent`) actions, and calls
-``handle_timer`` when ``get_timer`` says so.
+Every node's router actions are carried out by a real
+:class:`~hivemind_core.node.HubNode` (its one executor: ``Send`` to a link,
+``Deliver`` through the admission step to the agent or a handler, ``Deny``
+answered then closed 4003 when asked, ``Drop``, ``AskLocal`` to the agent);
+the harness only provides what the node sees of the world: a :class:`WireSink`
+per link, an agent that asks the node's :class:`FakeAgent`, the fake clock,
+and ``handle_timer`` when ``get_timer`` says so.
 """
 
 from __future__ import annotations
@@ -46,9 +49,10 @@ from hivemind_bus_client.router import (
     LinkKind,
     Permissions,
     Router,
-    Send,
-    denial_message,
 )
+from hivemind_core.agents.base import Agent, AnswerCallback
+from hivemind_core.config import HubConfig
+from hivemind_core.node import HubNode
 
 T = HiveMessageType
 
@@ -103,6 +107,86 @@ class Wire:
         return self.lower if node is self.upper else self.upper
 
 
+class WireSink:
+    """What a node's :class:`HubNode` sees of one wire: write to it, close it."""
+
+    def __init__(self, mesh: Mesh, node: MeshNode, wire: Wire) -> None:
+        self.mesh, self.node, self.wire = mesh, node, wire
+
+    def send_message(self, message: HiveMessage) -> None:
+        if not self.wire.closed:
+            self.mesh._send(self.node, self.wire, message)
+
+    def close(self, code: int, reason: str) -> None:
+        if not self.wire.closed:
+            self.wire.conn_of(self.node).close(code, reason)
+            self.mesh._close(self.wire, code)
+
+
+class AgentOfNode(Agent):
+    """The node's agent: QUERY/CASCADE questions go to whatever :class:`FakeAgent` it has now."""
+
+    name = "mesh"
+
+    def __init__(self, mesh: Mesh, node: MeshNode) -> None:
+        super().__init__(HubConfig(identity_trust=False))
+        self.mesh, self.node = mesh, node
+        self.injected: list[dict[str, Any]] = []
+        self.pending: AskLocal | None = None
+
+    def inject(self, message: dict[str, Any]) -> None:
+        self.injected.append(message)
+
+    def ask(self, message: dict[str, Any], answer: AnswerCallback) -> None:
+        node, fake, ask = self.node, self.node.agent, self.pending
+        assert ask is not None
+        if fake.mode == "answer":
+            if fake.delay:
+                self.mesh._later(fake.delay, "agent", (answer, fake, node, ask))
+            else:
+                answer(fake.reply(node, ask))  # type: ignore[arg-type]
+        elif fake.mode == "decline":
+            answer(None)
+
+
+class MeshHub(HubNode):
+    """A real :class:`HubNode` that also records what its executor did."""
+
+    def __init__(self, mesh: Mesh, node: MeshNode) -> None:
+        cfg = HubConfig(identity_trust=False)
+        self.record = node
+        self.mesh_agent = AgentOfNode(mesh, node)
+        super().__init__(
+            cfg,
+            None,
+            self.mesh_agent,
+            private_key=rsa_key(0),
+            router=node.router,
+            clock=lambda: mesh.now,
+        )
+
+    def deliver(self, action: Deliver) -> None:
+        self.record.delivered.append(action)
+        self.record.delivered_at.append(self.now())
+        super().deliver(action)
+
+    def deny(self, deny: Deny) -> None:
+        self.record.denied.append(deny)
+        super().deny(deny)
+
+    def drop(self, drop: Drop) -> None:
+        self.record.dropped.append(drop)
+        super().drop(drop)
+
+    def ask_local(self, action: AskLocal) -> None:
+        self.record.agent.asked.append(action)
+        self.mesh_agent.pending = action
+        try:
+            super().ask_local(action)
+        finally:
+            self.mesh_agent.pending = None
+
+
 class MeshNode:
     """One node: a router, its connections, a fake agent, and what happened to it."""
 
@@ -111,6 +195,7 @@ class MeshNode:
         self.router = router
         self.agent = agent
         self.is_hub = is_hub
+        self.hub: MeshHub | None = None
         self.wires: dict[str, Wire] = {}
         self.delivered: list[Deliver] = []
         #: Fake time of each delivery, parallel to ``delivered``.
@@ -194,6 +279,7 @@ class Mesh:
         kw = {**self.router_defaults, **router_kw}
         router = Router(name, site_id, private_key=key, trusted_keys=trusted_keys, **kw)
         node = MeshNode(name, router, agent or FakeAgent(), hub)
+        node.hub = MeshHub(self, node)
         self.nodes[name] = node
         return node
 
@@ -237,7 +323,8 @@ class Mesh:
         hello = self._handshake(wire)
         up.wires[lower] = wire
         lo.wires[upper] = wire
-        up.router.add_link(
+        assert up.hub is not None and lo.hub is not None
+        up.hub.add_link(
             Link(
                 peer=lower,
                 kind=LinkKind.SATELLITE,
@@ -247,16 +334,18 @@ class Mesh:
                 is_hub=bool(hello.get("is_hub")),
                 node_id=hello.get("node_id"),
                 trusted=trusted,
-            )
+            ),
+            WireSink(self, up, wire),
         )
-        lo.router.add_link(
+        lo.hub.add_link(
             Link(
                 peer=upper,
                 kind=kind,
                 node_id=client_conn.node_id,
                 pubkey=up.router.public_key,
                 trusted=trusted,
-            )
+            ),
+            WireSink(self, lo, wire),
         )
         self.wires.append(wire)
         return wire
@@ -335,8 +424,8 @@ class Mesh:
                 else:
                     self._schedule_timer(node)
             elif kind == "agent":
-                node, ask = data
-                self._agent_answer(node, ask)
+                answer, fake, node, ask = data
+                answer(fake.reply(node, ask))
         if until is not None:
             self.now = max(self.now, until)
 
@@ -360,44 +449,13 @@ class Mesh:
                 self._close(wire, ev.code)
 
     def _execute(self, node: MeshNode, actions: Iterable[Action]) -> None:
-        for a in actions:
-            if isinstance(a, Send):
-                wire = node.wires.get(a.peer)
-                if wire is not None and not wire.closed:
-                    self._send(node, wire, a.message)
-            elif isinstance(a, Deliver):
-                node.delivered.append(a)
-                node.delivered_at.append(self.now)
-            elif isinstance(a, Deny):
-                node.denied.append(a)
-                wire = node.wires.get(a.peer)
-                if wire is not None and not wire.closed:
-                    self._send(node, wire, denial_message(a, node.name))
-                    if a.close:
-                        wire.conn_of(node).close(4003, a.reason)
-                        self._close(wire, 4003)
-            elif isinstance(a, Drop):
-                node.dropped.append(a)
-            elif isinstance(a, AskLocal):
-                self._ask(node, a)
+        """The node's own executor carries the actions out; then its timer is armed."""
+        assert node.hub is not None
+        node.hub.execute(actions)
         self._schedule_timer(node)
 
-    def _ask(self, node: MeshNode, ask: AskLocal) -> None:
-        agent = node.agent
-        agent.asked.append(ask)
-        if agent.mode == "answer":
-            if agent.delay:
-                heapq.heappush(
-                    self._queue, (self.now + agent.delay, next(self._seq), "agent", (node, ask))
-                )
-            else:
-                self._agent_answer(node, ask)
-        elif agent.mode == "decline":
-            self._execute(node, node.router.local_decline(ask.query_id, self.now))
-
-    def _agent_answer(self, node: MeshNode, ask: AskLocal) -> None:
-        reply = node.agent.reply(node, ask)
-        self._execute(node, node.router.local_answer(ask.query_id, reply, self.now))
+    def _later(self, delay: float, kind: str, data: Any) -> None:
+        heapq.heappush(self._queue, (self.now + delay, next(self._seq), kind, data))
 
     def _send(self, node: MeshNode, wire: Wire, message: HiveMessage) -> None:
         conn = wire.conn_of(node)
@@ -429,7 +487,13 @@ class Mesh:
             other = wire.other(node)
             wire.conn_of(node).connection_lost(code)
             node.wires.pop(other.name, None)
-            self._execute(node, node.router.remove_link(other.name))
+            assert node.hub is not None
+            sink = node.hub.sinks.get(other.name)
+            if sink is not None:
+                node.hub.remove_link(other.name, sink)
+            else:
+                self._execute(node, node.router.remove_link(other.name))
+            self._schedule_timer(node)
 
     # -- topologies ------------------------------------------------------------------
 

@@ -17,7 +17,6 @@ import queue
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,20 +41,10 @@ from hivemind_core.config import HubConfig
 from hivemind_core.database import open_database
 from hivemind_core.mqtt_listener import MQTTListener, start_mqtt_listener
 from hivemind_core.server import HubServer
-
-from .conftest import free_port
+from support.net import free_port, wait_until
 
 HUB_KEY = crypto.create_private_key()
 Broker = tuple[str, int]
-
-
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    """Poll ``predicate`` until it holds (the hub runs on another thread)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 class MQTTHub:
@@ -225,7 +214,7 @@ def test_password_handshake_and_utterance_answered(
     finally:
         client.close()
     # our close published "offline": the hub dropped the link
-    wait_until(lambda: hub.links() == 0 and hub.stat("mqtt_offline") == 1, "the link to close")
+    wait_until(lambda: hub.links() == 0 and hub.stat("mqtt_offline") == 1, what="the link to close")
     assert hub.call(lambda: len(hub.server.connections)) == 0
 
 
@@ -256,7 +245,7 @@ def test_wrong_password_and_unknown_key_are_clear_errors(
     client = client_for(mosquitto, prefix, "no-such-key")
     with pytest.raises(UnauthorizedKeyError, match="access key was refused"):
         client.connect()
-    wait_until(lambda: hub.stat("auth_failures") == 2, "two failed authentications")
+    wait_until(lambda: hub.stat("auth_failures") == 2, what="two failed authentications")
     assert hub.stat("mqtt_unknown_key") == 1
     assert hub.links() == 0
 
@@ -274,6 +263,29 @@ def test_nothing_on_the_broker_port_is_entry_point_not_found() -> None:
         client.connect()
 
 
+def test_hub_without_a_broker_raises_broker_unavailable(tmp_path: Path) -> None:
+    from hivemind_core.errors import BrokerUnavailable, HubError
+
+    async def main() -> None:
+        cfg = HubConfig(host="127.0.0.1", port=0, db_path=str(tmp_path / "clients.db"))
+        cfg.identity_trust = False
+        db = open_database(cfg, backend="sqlite", path=cfg.db_path)
+        server = HubServer(cfg, db, EmbeddedAgent(cfg), private_key=HUB_KEY)
+        await server.start()
+        try:
+            with pytest.raises(BrokerUnavailable, match="MQTT broker") as info:
+                await start_mqtt_listener(
+                    server, host="127.0.0.1", port=free_port(), connect_timeout=3
+                )
+            # ours, and still what callers of older releases caught
+            assert isinstance(info.value, HubError) and isinstance(info.value, OSError)
+        finally:
+            await server.stop()
+            db.close()
+
+    asyncio.run(main())
+
+
 def test_two_satellites_get_only_their_own_answers(
     hub: MQTTHub, mosquitto: Broker, prefix: str
 ) -> None:
@@ -288,9 +300,9 @@ def test_two_satellites_get_only_their_own_answers(
         cb.on_mycroft("speak", lambda m: heard_b.append(m.data["utterance"]))
         assert ask(ca, "for a") == "for a"
         assert ask(cb, "for b") == "for b"
-        wait_until(lambda: heard_a == ["for a"] and heard_b == ["for b"], "both handlers")
+        wait_until(lambda: heard_a == ["for a"] and heard_b == ["for b"], what="both handlers")
         assert ask(ca, "again a") == "again a"
-        wait_until(lambda: len(heard_a) == 2, "a's second answer")
+        wait_until(lambda: len(heard_a) == 2, what="a's second answer")
         assert heard_b == ["for b"]
 
 
@@ -310,9 +322,10 @@ def test_garbage_and_unknown_keys_are_dropped_while_a_satellite_works(
         stranger.publish(f"{prefix}/nobody/in", b'{"ciphertext": "00", "tag": "x"')
         stranger.publish(f"{prefix}//in", b"an empty key level")
         stranger.publish(f"{prefix}/{idle.api_key}/in", b'{"not": "a hivemind frame"}')
-        wait_until(lambda: hub.stat("mqtt_unknown_key") == 2, "the unknown-key frames")
+        wait_until(lambda: hub.stat("mqtt_unknown_key") == 2, what="the unknown-key frames")
         wait_until(
-            lambda: hub.stat("mqtt_bad_topic") == 1 and hub.stat("mqtt_no_link") == 1, "the rest"
+            lambda: hub.stat("mqtt_bad_topic") == 1 and hub.stat("mqtt_no_link") == 1,
+            what="the rest",
         )
         # the known key without a link is told to start again; the unknown one hears nothing
         topic, payload = stranger.next()
@@ -334,7 +347,11 @@ def test_garbage_on_a_clients_out_topic_closes_that_link_and_the_client_recovers
             stranger.publish(out, junk)
         # as over a websocket, a bad frame closes the link that carried it (1002)
         # and the client opens a new one by itself, then is answered again
-        wait_until(lambda: client.connected and client.stats["connects"] >= 2, "the new link", 15)
+        wait_until(
+            lambda: client.connected and client.stats["connects"] >= 2,
+            what="the new link",
+            timeout=15,
+        )
         assert ask(client, "after the junk") == "after the junk"
         assert client.fatal_error is None
     assert hub.stat("errors") == 0
@@ -360,10 +377,13 @@ def test_ecosystem_bootstrap_gets_hello_and_handshake_offer(
     first = hub.call(lambda: hub.listener.links[row.api_key])
     stranger.publish(f"{prefix}/{row.api_key}/in", hello.serialize())
     wait_until(
-        lambda: hub.call(lambda: hub.listener.links.get(row.api_key)) is not first, "a new link"
+        lambda: hub.call(lambda: hub.listener.links.get(row.api_key)) is not first,
+        what="a new link",
     )
     assert hub.links() == 1
-    wait_until(lambda: hub.call(lambda: len(hub.server.connections)) == 1, "the old link released")
+    wait_until(
+        lambda: hub.call(lambda: len(hub.server.connections)) == 1, what="the old link released"
+    )
 
 
 # ---- closing and reconnecting -----------------------------------------------------------
@@ -377,9 +397,10 @@ def test_offline_status_closes_the_link_and_the_client_comes_back(
         assert client.stats["connects"] == 1
         # what the broker publishes as the satellite's last will
         stranger.publish(f"{prefix}/{row.api_key}/status", b"offline")
-        wait_until(lambda: hub.stat("mqtt_offline") == 1, "the hub to drop the link")
+        wait_until(lambda: hub.stat("mqtt_offline") == 1, what="the hub to drop the link")
         wait_until(
-            lambda: client.stats["connects"] == 2 and client.connected, "the client to reconnect"
+            lambda: client.stats["connects"] == 2 and client.connected,
+            what="the client to reconnect",
         )
         assert hub.links() == 1
         assert ask(client, "back again") == "back again"
@@ -391,7 +412,7 @@ def test_hub_side_close_reaches_the_client_with_its_code(
     row = hub.add_client("sat")
     with client_for(mosquitto, prefix, row.api_key) as client:
         hub.call(lambda: hub.listener.links[row.api_key].close(1008, "credentials revoked"))
-        wait_until(lambda: client.fatal_error is not None, "the client to stop")
+        wait_until(lambda: client.fatal_error is not None, what="the client to stop")
         error = client.fatal_error
         assert isinstance(error, ConnectionClosedError)
         assert error.code == 1008 and "credentials revoked" in str(error)
@@ -409,9 +430,13 @@ def test_client_reconnects_after_the_hub_restarts(
     with client:
         assert ask(client, "before") == "before"
         hub.stop()
-        wait_until(lambda: not client.connected, "the client to notice the hub stopped")
+        wait_until(lambda: not client.connected, what="the client to notice the hub stopped")
         make_hub()
-        wait_until(lambda: client.connected and client.stats["connects"] == 2, "the reconnect", 20)
+        wait_until(
+            lambda: client.connected and client.stats["connects"] == 2,
+            what="the reconnect",
+            timeout=20,
+        )
         assert ask(client, "after") == "after"
 
 
@@ -421,8 +446,10 @@ def test_client_reconnects_after_the_hub_restarts(
 def test_missing_aiomqtt_is_a_clear_import_error(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in (
         "hivemind_bus_client._mqtt_wire",
+        "hivemind_bus_client.transport.mqtt",
         "hivemind_bus_client.mqtt_client",
         "hivemind_core.mqtt_listener",
+        "hivemind_core.listeners.mqtt",
     ):
         monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.setitem(sys.modules, "aiomqtt", None)
@@ -476,8 +503,8 @@ def test_cli_listen_serves_mqtt(mosquitto: Broker, prefix: str, tmp_path: Path) 
     try:
         wait_until(
             lambda: b"MQTT listener" in log.read_bytes() or proc.poll() is not None,
-            "the hub to start",
-            30,
+            what="the hub to start",
+            timeout=30,
         )
         assert proc.poll() is None, log.read_text(errors="replace")
         with client_for(mosquitto, prefix, "cli-key", "cli-pw") as client:

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from importlib.metadata import entry_points
 from typing import Any
 
+from hivemind_core import plugins
 from hivemind_core.config import HubConfig
+from hivemind_core.errors import AgentError
 
 __all__ = ["AGENT_GROUP", "Agent", "AgentError", "AnswerCallback", "ReplyCallback", "load_agent"]
 
 LOG = logging.getLogger(__name__)
 
 #: Entry-point group agents register under.
-AGENT_GROUP = "hivemind.agents"
+AGENT_GROUP = plugins.AGENT_GROUP
 
 #: Called once by :meth:`Agent.ask` with the answer dict, or None to decline.
 AnswerCallback = Callable[[dict[str, Any] | None], None]
@@ -29,10 +29,6 @@ _BUILTIN = {
     "embedded": "hivemind_core.agents.embedded:EmbeddedAgent",
     "ovos": "hivemind_core.agents.ovos:OVOSAgent",
 }
-
-
-class AgentError(RuntimeError):
-    """An agent cannot start or run (the message says what to fix)."""
 
 
 class Agent(ABC):
@@ -91,27 +87,13 @@ def _no_reply(message: dict[str, Any]) -> None:
     LOG.debug("agent reply before start(): %s", message.get("type"))
 
 
-def _resolve(name: str) -> type[Agent]:
-    for ep in entry_points(group=AGENT_GROUP):
-        if ep.name == name:
-            cls = ep.load()
-            break
-    else:
-        target = _BUILTIN.get(name, name if ":" in name else None)
-        if target is None:
-            known = sorted({ep.name for ep in entry_points(group=AGENT_GROUP)} | set(_BUILTIN))
-            raise AgentError(f"unknown agent {name!r}; available: {', '.join(known)}")
-        module, _, attr = target.partition(":")
-        cls = getattr(importlib.import_module(module), attr)
-    if not (isinstance(cls, type) and issubclass(cls, Agent)):
-        raise AgentError(f"agent {name!r} ({cls!r}) is not an Agent subclass")
-    return cls
-
-
 def load_agent(config: HubConfig) -> Agent:
     """Build the agent ``config.agent`` names (entry point, built-in name or ``module:Class``).
 
     Raises:
         AgentError: no such agent, or it is not an :class:`Agent`.
     """
-    return _resolve(config.agent or "embedded")(config)
+    cls: type[Agent] = plugins.load(
+        AGENT_GROUP, config.agent or "embedded", Agent, _BUILTIN, kind="agent", error=AgentError
+    )
+    return cls(config)

@@ -31,9 +31,10 @@ import uuid
 from collections import deque
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
-
+from hivemind_bus_client.exceptions import HiveMindError
+from hivemind_bus_client.protocol.reconnect import backoff
+from hivemind_bus_client.transport.channel import ChannelClosed
+from hivemind_bus_client.transport.websocket import WebSocketChannel, connect
 from hivemind_core.agents.base import Agent, AgentError, AnswerCallback, ReplyCallback
 from hivemind_core.config import HubConfig
 
@@ -46,8 +47,11 @@ ASK_PREFIX = "hive.query::"
 #: Bus messages that end an utterance without an answer.
 _UNANSWERED = frozenset({"ovos.utterance.handled", "complete_intent_failure"})
 
-#: Delays between reconnection attempts, seconds (the last one repeats).
-RECONNECT_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+#: First and longest delay between reconnection attempts, seconds.
+RECONNECT_INITIAL = 0.1
+RECONNECT_MAX = 5.0
+#: Frames (and bytes) written to the bus while it reads slower than we write.
+_MAX_FRAMES = 10_000
 
 
 class OVOSAgent(Agent):
@@ -67,7 +71,7 @@ class OVOSAgent(Agent):
         route = cfg.ovos_route if cfg.ovos_route.startswith("/") else "/" + cfg.ovos_route
         self.url = f"ws://{cfg.ovos_host}:{cfg.ovos_port}{route}"
         self.connect_timeout = cfg.ovos_connect_timeout
-        self._ws: ClientConnection | None = None
+        self._ws: WebSocketChannel | None = None
         self._task: asyncio.Task[None] | None = None
         self._backlog: deque[str] = deque(maxlen=backlog)
         self._stopping = False
@@ -78,14 +82,14 @@ class OVOSAgent(Agent):
         self._asks: dict[str, tuple[str | None, AnswerCallback, asyncio.TimerHandle]] = {}
         self.connected = asyncio.Event()
 
-    async def _open(self, timeout: float) -> ClientConnection:
+    async def _open(self, timeout: float) -> WebSocketChannel:
         return await connect(
             self.url,
             open_timeout=timeout,
-            compression=None,
             max_size=None,
             ping_interval=20,
             ping_timeout=20,
+            max_frames=_MAX_FRAMES,
         )
 
     async def start(self, reply: ReplyCallback) -> None:
@@ -96,8 +100,8 @@ class OVOSAgent(Agent):
         """
         await super().start(reply)
         try:
-            ws = await asyncio.wait_for(self._open(self.connect_timeout), self.connect_timeout)
-        except (OSError, asyncio.TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            ws = await self._open(self.connect_timeout)
+        except HiveMindError as exc:
             raise AgentError(
                 f"cannot reach the OVOS message bus at {self.url} within "
                 f"{self.connect_timeout:g}s ({type(exc).__name__}: {exc}). Is ovos-messagebus "
@@ -109,23 +113,22 @@ class OVOSAgent(Agent):
             self._run(ws), name="hivemind-ovos-agent"
         )
 
-    def _attach(self, ws: ClientConnection) -> None:
+    def _attach(self, ws: WebSocketChannel) -> None:
         self._ws = ws
         self.connected.set()
         while self._backlog:
             self._write(ws, self._backlog.popleft())
 
     @staticmethod
-    def _write(ws: ClientConnection, text: str) -> None:
-        from hivemind_core.server import send_nowait
+    def _write(ws: WebSocketChannel, text: str) -> None:
+        with contextlib.suppress(ChannelClosed):  # the reader notices and reconnects
+            ws.write_nowait(text)
 
-        send_nowait(ws, text)
-
-    async def _run(self, ws: ClientConnection) -> None:
+    async def _run(self, ws: WebSocketChannel) -> None:
         while not self._stopping:
             try:
                 await self._pump(ws)
-            except ConnectionClosed:
+            except ChannelClosed:
                 pass
             except Exception:
                 LOG.exception("OVOS agent: unexpected error reading the bus")
@@ -134,16 +137,18 @@ class OVOSAgent(Agent):
             if self._stopping:
                 return
             LOG.warning("lost the OVOS message bus at %s; reconnecting", self.url)
-            ws = await self._reconnect()
-            if ws is None:
+            fresh = await self._reconnect()
+            if fresh is None:
                 return
+            ws = fresh
             self.reconnects += 1
             LOG.info("reconnected to the OVOS message bus at %s", self.url)
             self._attach(ws)
 
-    async def _pump(self, ws: ClientConnection) -> None:
+    async def _pump(self, ws: WebSocketChannel) -> None:
         reply = self.reply
-        async for raw in ws:
+        while True:
+            raw = await ws.recv()
             if isinstance(raw, bytes):
                 continue
             # Satellite peers always contain "::"; skip parsing everything else.
@@ -164,15 +169,16 @@ class OVOSAgent(Agent):
                 elif not str(context.get("source")).startswith(ASK_PREFIX):
                     reply(msg)  # (our own requests, echoed by the bus, are nobody's)
 
-    async def _reconnect(self) -> ClientConnection | None:
-        attempt = 0
-        while not self._stopping:
-            delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
+    async def _reconnect(self) -> WebSocketChannel | None:
+        for attempt, delay in enumerate(
+            backoff(initial=RECONNECT_INITIAL, max_delay=RECONNECT_MAX), start=1
+        ):
+            if self._stopping:
+                return None
             await asyncio.sleep(delay)
-            attempt += 1
             try:
                 return await self._open(max(self.connect_timeout, 1.0))
-            except (OSError, asyncio.TimeoutError, InvalidHandshake) as exc:
+            except HiveMindError as exc:
                 LOG.debug("OVOS bus reconnect attempt %d failed: %s", attempt, exc)
         return None
 

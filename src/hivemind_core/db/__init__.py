@@ -3,7 +3,8 @@
 Import from :mod:`hivemind_core.database`, which is the public surface. The
 modules here are split so each reads in one sitting:
 
-* :mod:`.model`: :class:`~.model.Client`, :class:`~.model.ClientDatabase`, errors;
+* :mod:`.record`: :class:`~.record.Client`, the record, and the access-key helpers;
+* :mod:`.model`: :class:`~.model.ClientDatabase`, the contract of every backend;
 * :mod:`.sqlite_db`: the default backend (one file, safe for hub + CLI processes);
 * :mod:`.redis_db`: several hubs sharing one Redis server;
 * :mod:`.json_db`: the reference's ``clients.json`` format, for import and export;

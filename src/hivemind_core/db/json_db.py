@@ -1,7 +1,7 @@
 """JSON backend: the reference's ``clients.json`` layout, read and written.
 
 The file is one JSON object keyed by client id (as a string), each value a
-full client record with the reference's field names (hub notes §2.3)::
+full client record with the reference's field names (docs/hub.md, permissions)::
 
     {"1": {"client_id": 1, "api_key": "...", "name": "kitchen", ...}, ...}
 

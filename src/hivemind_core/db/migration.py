@@ -2,7 +2,7 @@
 
 Records keep their ``client_id`` and every field (unknown ones ride in
 ``metadata``). The reference's tombstones (rows whose key is ``revoked``,
-hub notes §2.2) are not imported; their ids are reserved in the target so a
+docs/hub.md, admission) are not imported; their ids are reserved in the target so a
 new client never inherits a deleted client's id.
 
 Running an import twice is harmless: a record whose id and key already match a

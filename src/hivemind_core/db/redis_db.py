@@ -25,7 +25,7 @@ import functools
 import json
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from hivemind_core.db.model import (
     BackendUnavailable,
@@ -168,7 +168,7 @@ class RedisDatabase(ClientDatabase):
     ) -> RedisDatabase:
         """Connect to ``url``, else ``config.redis_url``; prefix from ``config.redis_prefix``."""
         return cls(
-            url or getattr(config, "redis_url", "redis://127.0.0.1:6379/0"),
+            str(url or getattr(config, "redis_url", None) or "redis://127.0.0.1:6379/0"),
             prefix=getattr(config, "redis_prefix", "hivemind") or "hivemind",
         )
 
@@ -248,11 +248,11 @@ class RedisDatabase(ClientDatabase):
 
     @_guard
     def list_clients(self) -> list[Client]:
-        ids = [int(i) for i in self._r.zrange(self._k("ids"), 0, -1)]
+        ids = [int(i) for i in cast("list[bytes]", self._r.zrange(self._k("ids"), 0, -1))]
         if not ids:
             return []
         records = self._r.mget([self._k("client", i) for i in ids])
-        seen = self._r.hgetall(self._k("last_seen"))
+        seen = cast("dict[str, str]", self._r.hgetall(self._k("last_seen")))
         return [
             self._to_client(cid, record, seen.get(str(cid)))
             for cid, record in zip(ids, records, strict=True)

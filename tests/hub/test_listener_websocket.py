@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from hivemind_bus_client.message import HiveMessage, HiveMessageType, HiveMindBinaryPayloadType
 from hivemind_core.binary import BinaryHandler
@@ -148,8 +149,11 @@ def test_malformed_authorization_is_closed_with_1008(path: str) -> None:
     async def scenario() -> None:
         async with running_hub() as hub:
             ws = await raw_connect(hub.port, path)
-            with pytest.raises(Exception):  # noqa: B017 - ConnectionClosed of any kind
+            with pytest.raises(ConnectionClosed) as info:  # a timeout is a failure
                 await asyncio.wait_for(ws.recv(), 5)
+            assert info.value.rcvd is not None, "the hub must close with a close frame"
+            assert info.value.rcvd.code == 1008
+            assert info.value.rcvd.reason == "missing or malformed authorization"
             assert ws.close_code == 1008
 
     run(scenario())
@@ -206,9 +210,10 @@ def test_handshake_timeout_closes_with_1013() -> None:
             row = hub.db.add_client("slow", password="pw")
             ws = await raw_connect(hub.port, auth_path(row.api_key))
             frames = []
-            with pytest.raises(Exception):  # noqa: B017
+            with pytest.raises(ConnectionClosed) as info:  # a timeout is a failure
                 while True:
                     frames.append(await asyncio.wait_for(ws.recv(), 5))
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1013
             assert ws.close_code == 1013
             assert [json.loads(f)["msg_type"] for f in frames] == ["hello", "shake"]
 

@@ -2,7 +2,8 @@
 
 Master and relay are two :class:`HubServer` objects in one event loop; the
 satellite is the hub tests' sans-I/O ``TestClient``. The real-process version
-of the same scenario is ``test_nested_real.py``.
+of the same scenario is ``test_nested_real.py``. (Moved from the in-memory
+mesh tests: these open real sockets.)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 from ovos_bus_client.message import Message
 from tests.hub.hubkit import TestClient, is_type
+from websockets.asyncio.server import ServerConnection, serve
 
 from hivemind_bus_client import crypto
 from hivemind_bus_client.message import HiveMessage, HiveMessageType
@@ -29,7 +31,8 @@ from hivemind_core.agents.embedded import EmbeddedAgent
 from hivemind_core.config import HubConfig, UpstreamConfig
 from hivemind_core.database import open_database
 from hivemind_core.server import HubServer
-from hivemind_core.upstream import RETURN_KEY, UpstreamConfigError, is_own_listener
+from hivemind_core.upstream import RETURN_KEY, UpstreamConfigError
+from support.net import free_port
 
 T = HiveMessageType
 MASTER_KEY = crypto.create_private_key()
@@ -38,12 +41,6 @@ RELAY_KEY = crypto.create_private_key()
 
 def run(coro: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coro, 60))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.asynccontextmanager
@@ -81,24 +78,6 @@ def escalated_utterance(text: str) -> HiveMessage:
 
 
 # -- refusing our own listener --------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("up_host", "listen_host", "expected"),
-    [
-        ("127.0.0.1", "127.0.0.1", True),
-        ("localhost", "0.0.0.0", True),
-        ("127.0.0.2", "0.0.0.0", True),
-        ("::1", "::", True),
-        ("0.0.0.0", "127.0.0.1", True),
-        ("192.0.2.7", "127.0.0.1", False),
-        ("192.0.2.7", "192.0.2.7", True),
-        ("hub.example", "0.0.0.0", False),
-    ],
-)
-def test_is_own_listener(up_host: str, listen_host: str, expected: bool) -> None:
-    assert is_own_listener(up_host, 5678, listen_host, [5678]) is expected
-    assert is_own_listener(up_host, 5679, listen_host, [5678]) is False
 
 
 def test_upstream_pointing_at_own_listener_fails_at_start() -> None:
@@ -382,7 +361,7 @@ def test_malformed_frame_from_the_master_relinks(frame: str | bytes) -> None:
                     await asyncio.wait_for(link.linked.wait(), 5)
                     assert link.connects == 1
                     (to_relay,) = [c for c in master.connections if c.peer]
-                    await to_relay.ws.send(frame)
+                    await to_relay.channel.ws.send(frame)
                     # the relay drops that link and links again; it never crashes
                     await until(lambda: link.connects == 2 and link.linked.is_set(), timeout=10)
                     assert relay.stats.get("errors", 0) == 0
@@ -394,5 +373,46 @@ def test_malformed_frame_from_the_master_relinks(frame: str | bytes) -> None:
             finally:
                 await master.stop()
                 mdb.close()
+
+    run(main())
+
+
+# -- a master that accepts the socket and never speaks ------------------------------------
+
+
+def test_upstream_gives_up_a_silent_master_after_handshake_timeout() -> None:
+    """Each attempt ends about ``handshake_timeout`` after the socket opened, then retries."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        opened: list[float] = []
+        closed: list[float] = []
+
+        async def silent(ws: ServerConnection) -> None:
+            opened.append(loop.time())
+            await ws.wait_closed()
+            closed.append(loop.time())
+
+        async with serve(silent, "127.0.0.1", 0) as master:
+            port = master.sockets[0].getsockname()[1]
+            upstream = UpstreamConfig(
+                host="127.0.0.1",
+                port=port,
+                key="relay-key",
+                password="relay-pw",
+                connect_timeout=20.0,
+                handshake_timeout=0.6,
+            )
+            async with hub(RELAY_KEY, 0, upstream) as (relay, _):
+                link = relay.upstream
+                assert link is not None
+                await until(lambda: len(opened) >= 2, timeout=8)
+                assert len(closed) >= 1
+                first = closed[0] - opened[0]
+                # the relay hung up on the silent master at its handshake deadline,
+                # not at connect_timeout (20 s)
+                assert 0.5 <= first < 2.5, first
+                assert link.fatal_error is None and not link.connected
+                assert relay.router.upstream is None
 
     run(main())

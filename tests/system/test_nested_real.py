@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,16 +24,11 @@ from ovos_bus_client.message import Message
 
 from hivemind_bus_client.client import HiveMessageBusClient
 from hivemind_bus_client.message import HiveMessage, HiveMessageType
+from support.net import free_port, wait_until
 
 T = HiveMessageType
 CLI = Path(sys.executable).with_name("hivemind-core")
 LINKED = "linked to master"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def hub_env(root: Path) -> dict[str, str]:
@@ -80,14 +75,6 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: floa
                 return
         time.sleep(0.05)
     raise AssertionError(f"nothing listens on {port}: {log.read_text()[-2000:]}")
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 class Hubs:
@@ -185,7 +172,7 @@ def test_master_relay_satellite_over_real_processes(
     def links() -> int:
         return relay_log.read_text(errors="replace").count(LINKED)
 
-    wait_until(lambda: links() == 1, 10, "the relay to link to the master")
+    wait_until(lambda: links() == 1, timeout=10, what="the relay to link to the master")
 
     speaks: queue.Queue[Message] = queue.Queue()
     sat = client(relay_port, "sat-key", "sat-pw", useragent="sat-ua")
@@ -220,11 +207,13 @@ def test_master_relay_satellite_over_real_processes(
         master.wait(5)
         wait_until(
             lambda: "link to master" in relay_log.read_text(errors="replace"),
-            5,
-            "the relay to notice the master is gone",
+            timeout=5,
+            what="the relay to notice the master is gone",
         )
         hubs.start("master", master_env, master_port)
-        wait_until(lambda: links() == 2, 8, "the relay to link to the restarted master")
+        wait_until(
+            lambda: links() == 2, timeout=8, what="the relay to link to the restarted master"
+        )
         reply = escalate(sat, speaks, "echo back again")
         assert reply.data["utterance"] == "back again"
         assert speaks.empty()

@@ -1,0 +1,181 @@
+"""Who may open a link: authorization parsing, the client lookup, the failed-auth throttle.
+
+Every listener (websocket, HTTP, MQTT) admits a satellite the same way, through
+:meth:`Admission.check`:
+
+1. an address over its failed-authentication budget is refused before
+   anything else (:class:`~hivemind_core.throttle.AuthThrottle`);
+2. the ``authorization`` value, ``base64(useragent:access_key)``, must parse;
+3. the access key must name a live client record (never the reference's
+   ``revoked`` tombstone).
+
+A refusal says what happened (:class:`Refusal`: a close code and a one-line
+reason, plus the HTTP status and ``Retry-After`` a listener answering HTTP
+uses); the listener turns it into its own transport's answer. A refused key
+or a malformed authorization counts against the address
+(:meth:`Admission.failed`), as does a handshake the client fails (wrong
+password), which the satellite link reports.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from hivemind_bus_client.exceptions import CloseCode
+from hivemind_core.node import HubNode
+from hivemind_core.throttle import AuthThrottle
+
+__all__ = [
+    "REVOKED_KEY",
+    "Admission",
+    "Admitted",
+    "Refusal",
+    "Refused",
+    "authorization_token",
+    "parse_authorization",
+    "parse_token",
+]
+
+LOG = logging.getLogger(__name__)
+
+#: Tombstone key of the reference's revoked rows: never a valid credential.
+REVOKED_KEY = "revoked"
+
+
+def authorization_token(useragent: str, key: str) -> str:
+    """The ``authorization`` value for ``useragent`` and access ``key``."""
+    return base64.b64encode(f"{useragent}:{key}".encode()).decode("ascii")
+
+
+def parse_token(token: str) -> tuple[str, str] | None:
+    """``(useragent, access_key)`` from an ``authorization`` value, or None when malformed.
+
+    Accepts standard and URL-safe base64, with or without padding.
+    """
+    token = token.strip()
+    token += "=" * (-len(token) % 4)
+    try:
+        raw = base64.b64decode(token.replace("-", "+").replace("_", "/"), validate=True)
+        text = raw.decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    useragent, sep, key = text.partition(":")
+    if not sep or not key:
+        return None
+    return useragent, key
+
+
+def parse_authorization(path: str) -> tuple[str, str] | None:
+    """``(useragent, access_key)`` from a request path's ``authorization`` query, or None."""
+    try:
+        query = parse_qs(urlsplit(path).query)
+    except ValueError:
+        return None
+    values = query.get("authorization")
+    if not values:
+        return None
+    return parse_token(values[0])
+
+
+class Refused(enum.Enum):
+    """Why a link was not admitted."""
+
+    THROTTLED = "throttled"
+    MALFORMED = "malformed"
+    UNKNOWN_KEY = "unknown_key"
+    UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A refused admission, with what each transport answers."""
+
+    why: Refused
+    code: CloseCode
+    status: int
+    reason: str
+    retry_after: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """An admitted satellite: its client record, the useragent it named and its key."""
+
+    client: Any
+    useragent: str
+    key: str
+
+
+class Admission:
+    """The one admission step of every listener (see the module docstring).
+
+    Args:
+        node: the hub (database, stats).
+        throttle: the failed-authentication accounting shared by every listener.
+    """
+
+    def __init__(self, node: HubNode, throttle: AuthThrottle) -> None:
+        self.node = node
+        self.throttle = throttle
+
+    def blocked(self, address: str, now: float) -> Refusal | None:
+        """A refusal when ``address`` is over its failed-auth budget (counted), else None."""
+        if not self.throttle.blocked(address, now):
+            return None
+        self.node.count("auth_throttled")
+        retry = int(self.throttle.retry_after(address, now)) + 1
+        return Refusal(
+            Refused.THROTTLED,
+            CloseCode.TRY_AGAIN,
+            429,
+            "too many failed authentications",
+            retry,
+        )
+
+    def lookup(self, key: str) -> Any:
+        """The live client record of access ``key``, or None.
+
+        Raises:
+            Exception: whatever the database raises (the caller answers "unavailable").
+        """
+        if key == REVOKED_KEY:
+            return None
+        client = self.node.db.get_client_by_api_key(key)
+        if client is None or getattr(client, "api_key", None) != key:
+            return None
+        return client
+
+    def failed(self, address: str, reason: str) -> None:
+        """Count one failed authentication of ``address`` (throttle and stats)."""
+        self.node.count("auth_failures")
+        self.throttle.failure(address, self.node.now())
+        LOG.info("refused connection from %s: %s", address, reason)
+
+    def check(self, creds: tuple[str, str] | None, address: str, now: float) -> Admitted | Refusal:
+        """Admit ``creds`` (from :func:`parse_authorization`) coming from ``address``."""
+        refusal = self.blocked(address, now)
+        if refusal is not None:
+            return refusal
+        if creds is None:
+            reason = "missing or malformed authorization"
+            self.failed(address, reason)
+            return Refusal(Refused.MALFORMED, CloseCode.POLICY, 401, reason)
+        useragent, key = creds
+        try:
+            client = self.lookup(key)
+        except Exception:
+            self.node.count("errors")
+            LOG.exception("client database lookup failed")
+            return Refusal(
+                Refused.UNAVAILABLE, CloseCode.INTERNAL, 500, "client database unavailable"
+            )
+        if client is None:
+            self.failed(address, "invalid access key")
+            return Refusal(Refused.UNKNOWN_KEY, CloseCode.POLICY, 401, "invalid access key")
+        return Admitted(client, useragent, key)

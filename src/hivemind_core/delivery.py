@@ -1,0 +1,214 @@
+"""What the hub node does with the router's decisions about itself: deliver, deny, drop, ask.
+
+:class:`Delivery` is the part of :class:`~hivemind_core.node.HubNode` that
+faces the agent: a ``Deliver`` of a BUS message reaches the agent only through
+:meth:`Delivery.admit` (the one admission step), SHARED_BUS goes to the
+agent's ``observe`` and the observers, BINARY to the binary handler, other
+types to :attr:`local_handlers`; ``Deny`` answers and maybe closes the link;
+``AskLocal`` asks the agent; agent replies come back through
+:meth:`Delivery.agent_reply`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from hivemind_bus_client.exceptions import CloseCode
+from hivemind_bus_client.protocol.message import HiveMessage, HiveMessageType
+from hivemind_bus_client.protocol.router import (
+    AskLocal,
+    Deliver,
+    Deny,
+    Drop,
+    Permissions,
+    Router,
+    denial_message,
+)
+from hivemind_core.agents.base import Agent
+from hivemind_core.binary import BinaryHandler
+from hivemind_core.session import LinkSession
+from hivemind_core.sinks import Sink, UpstreamSink
+
+__all__ = ["Delivery"]
+
+LOG = logging.getLogger(__name__)
+
+T = HiveMessageType
+
+
+class Delivery:
+    """The node's agent side (mixed into :class:`~hivemind_core.node.HubNode`)."""
+
+    router: Router
+    agent: Agent
+    binary_handler: BinaryHandler
+    sinks: dict[str, Sink]
+    sessions: dict[str, LinkSession]
+    upstream: UpstreamSink | None
+    local_handlers: dict[HiveMessageType, Callable[[HiveMessage, str | None], None]]
+    shared_bus_observers: list[Callable[[dict[str, Any], str | None], None]]
+
+    def count(self, what: str, n: int = 1) -> None:
+        raise NotImplementedError
+
+    def now(self) -> float:
+        raise NotImplementedError
+
+    def execute(self, actions: Iterable[Any]) -> None:
+        raise NotImplementedError
+
+    def send_to(self, peer: str, message: HiveMessage) -> None:
+        """Send ``message`` to ``peer`` through the router (the reply path of handlers)."""
+        self.execute(self.router.send_to([peer], message))
+
+    def drop(self, drop: Drop) -> None:
+        """A message the router refused to pass on: counted (and logged at DEBUG)."""
+        self.count("dropped")
+        if LOG.isEnabledFor(logging.DEBUG):
+            LOG.debug("dropped message from %s: %s", drop.peer, drop.reason)
+
+    def ask_local(self, action: AskLocal) -> None:
+        """Ask the agent to answer a QUERY/CASCADE request; feed its answer to the router."""
+        qid = action.query_id
+        inner = action.message
+        payload = inner.payload_dict() if inner.msg_type in (T.BUS, T.SHARED_BUS) else None
+        done = False
+
+        def answered(reply: dict[str, Any] | None) -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            now = self.now()
+            if reply is None:
+                self.execute(self.router.local_decline(qid, now))
+            else:
+                self.execute(self.router.local_answer(qid, reply, now))
+
+        if payload is None:
+            answered(None)
+            return
+        self.agent.ask(dict(payload), answered)
+
+    def deny(self, deny: Deny) -> None:
+        """Answer a denial to its link; close the link when the router says so."""
+        self.count("denied")
+        sink = self.sinks.get(deny.peer)
+        if LOG.isEnabledFor(logging.DEBUG):
+            LOG.debug("denied %s from %s: %s", deny.denied_type, deny.peer, deny.reason)
+        if sink is None:
+            return
+        sink.send_message(denial_message(deny))
+        if deny.close:
+            self.count("kicked")
+            LOG.info("closing %s after repeated violations: %s", deny.peer, deny.reason)
+            sink.close(CloseCode.PERMISSION, f"permission violations: {deny.reason}")
+
+    def deliver(self, action: Deliver) -> None:
+        """A message the router delivered to this node: agent, observers, binary or handlers."""
+        message, origin = action.message, action.origin
+        mtype = message.msg_type
+        if mtype is T.BUS:
+            out = self.admit(message.payload_dict(), origin)
+            if out is None:
+                return
+            if origin in self.sessions:
+                self.share_up(out)  # first: the agent may answer before inject returns
+            self.agent.inject(out)
+        elif mtype is T.SHARED_BUS:
+            self.count("shared_bus")
+            payload = message.payload_dict()
+            self.agent.observe(payload, origin or "")
+            for observer in self.shared_bus_observers:
+                observer(payload, origin)
+        elif mtype is T.BINARY:
+            peer = origin or ""
+            self.binary_handler.handle(message, peer, lambda m: self.send_to(peer, m))
+        else:
+            handler = self.local_handlers.get(mtype)
+            if handler is None:
+                self.count("unhandled")
+                if LOG.isEnabledFor(logging.DEBUG):
+                    LOG.debug("no local handler for %s from %s", mtype.value, origin)
+            else:
+                handler(message, origin)
+
+    def admit(self, payload: dict[str, Any], origin: str | None) -> dict[str, Any] | None:
+        """THE admission step of every BUS message on its way to the agent.
+
+        Returns the dict the agent gets (always a fresh one), or None when the
+        message is not for the agent (an answer of the master relayed down).
+        A satellite's message carries that satellite's own session, with its
+        skill and intent blacklists, and a non-admin may not address another
+        live satellite through the agent.
+        """
+        session = self.sessions.get(origin) if origin is not None else None
+        if session is not None and origin is not None:
+            rlink = self.router.links.get(origin)
+            perms = rlink.permissions if rlink is not None else Permissions()
+            out = session.stamp(
+                payload, origin, tuple(perms.skill_blacklist), tuple(perms.intent_blacklist)
+            )
+            if not perms.is_admin:
+                self._guard_destination(out["context"], origin)
+            return out
+        up = self.upstream
+        if up is not None and origin is not None and self.sinks.get(origin) is up:
+            if up.relay_down(payload):
+                return None  # an answer from the master for one of our satellites
+        return dict(payload)
+
+    def share_up(self, payload: dict[str, Any]) -> None:
+        """With ``upstream.share_bus``, show the master a message of this hub's bus."""
+        up = self.upstream
+        if up is None or not up.share_bus or not up.connected:
+            return
+        self.count("shared_up")
+        up.send_message(HiveMessage(T.SHARED_BUS, payload))
+
+    def _guard_destination(self, context: dict[str, Any], origin: str) -> None:
+        """A non-admin may not address another live satellite through the agent."""
+        dest = context.get("destination")
+        sinks = self.sinks
+        if isinstance(dest, str):
+            if dest != origin and dest in sinks:
+                context["destination"] = "skills"
+                self.count("destination_rewritten")
+        elif isinstance(dest, list) and any(
+            isinstance(d, str) and d != origin and d in sinks for d in dest
+        ):
+            context["destination"] = [
+                d for d in dest if not (d in sinks and d != origin)
+            ] or "skills"
+            self.count("destination_rewritten")
+
+    # -- agent side ------------------------------------------------------------------
+
+    def agent_reply(self, message: dict[str, Any]) -> None:
+        """Route an agent message to the satellites named in ``context.destination``."""
+        try:
+            context = message.get("context")
+            if not isinstance(context, dict):
+                return
+            dest = context.get("destination")
+            sinks = self.sinks
+            if isinstance(dest, str):
+                if dest not in sinks:
+                    return
+                targets = [dest]
+            elif isinstance(dest, list):
+                targets = [d for d in dest if isinstance(d, str) and d in sinks]
+                if not targets:
+                    return
+            else:
+                return
+            context = dict(context)
+            context["source"] = "hive"
+            payload = {"type": message.get("type"), "data": message.get("data"), "context": context}
+            self.execute(self.router.send_to(targets, HiveMessage(T.BUS, payload)))
+            self.share_up(payload)
+        except Exception:
+            self.count("errors")
+            LOG.exception("routing an agent reply failed")

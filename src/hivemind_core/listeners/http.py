@@ -1,0 +1,370 @@
+"""The hub's HTTP polling listener, served by ``aiohttp`` (the wire of the reference's http plugin).
+
+Theory of operation
+-------------------
+Five endpoints, each authenticated by ``?authorization=base64(ua:key)`` (also
+accepted as a form field, as the reference's argument lookup does):
+
+=============================  ==================================================
+``POST /connect``              (re)create the link of this access key
+``POST /send_message``         one frame from the client: form field ``message``
+                               (text), or ``b64_message`` (binary, base64; ours)
+``GET /get_messages``          drain the text frames queued for the client
+``GET /get_binary_messages``   drain binary frames, base64, as ``b64_messages``
+``POST /disconnect``           close the link
+=============================  ==================================================
+
+Links are keyed by access key, as in the reference: one
+:class:`~hivemind_core.links.SatelliteLink` per key over a
+:class:`~hivemind_core.listeners.http_wire.PollChannel`, and a new
+``/connect`` replaces the old link (a client that restarted starts a fresh
+handshake). The link is the same class a websocket satellite gets: the node
+registers it, the permission watcher can revoke it, the one idle sweep closes
+it when it is not polled for ``idle_timeout`` seconds (1001), and the
+failed-auth throttle is the hub's.
+
+When the hub closes a link (wrong password, protocol error, revocation,
+overflow, idle) the link stays as a *tombstone* until the client polls: the
+poll answers 409 with ``error``, the close ``code`` and ``reason``, and the
+frames still queued (e.g. a denial sent just before the close), so the client
+learns why. Tombstones are forgotten after ``idle_timeout``.
+
+Limits: the request line and each header must fit in ``max_header_size``
+bytes, and all headers together too (431); bodies need ``Content-Length`` (no
+chunked encoding: 501) and may not exceed ``max_body_size`` (413). Every
+answer is a JSON object; a malformed request gets a 4xx and the TCP
+connection is closed; nothing a peer sends can raise out of the handler.
+
+Status codes: 400 malformed request, missing message, or a frame the protocol
+core rejected (the link is then closed, as on a websocket); 401 unknown or
+revoked key or bad ``authorization``; 404/405 unknown path/method; 409 no link
+for this key; 413 body too large; 429 too many failed logins from this
+address (``Retry-After``); 431 headers too large; 500 internal error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import ssl
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from hivemind_bus_client.exceptions import CloseCode
+from hivemind_core.admission import Admitted, Refusal, Refused, parse_authorization, parse_token
+from hivemind_core.links import SatelliteLink
+from hivemind_core.listeners import Hub
+from hivemind_core.listeners.http_wire import (
+    HiveWebServer,
+    HTTPRefusal,
+    PollChannel,
+    json_response,
+    parse_form,
+)
+
+__all__ = ["HTTPListener", "start_http_listener"]
+
+LOG = logging.getLogger(__name__)
+
+_ROUTES = {
+    "/connect": "POST",
+    "/disconnect": "POST",
+    "/send_message": "POST",
+    "/get_messages": "GET",
+    "/get_binary_messages": "GET",
+}
+_REFUSALS = {
+    Refused.MALFORMED: "missing or malformed authorization",
+    Refused.UNKNOWN_KEY: "Invalid access key",
+    Refused.UNAVAILABLE: "client database unavailable",
+    Refused.THROTTLED: "too many failed authentications",
+}
+
+
+class HTTPListener:
+    """The HTTP polling front end of a hub.
+
+    Args:
+        server: the hub (node, admission, upkeep), e.g. a running ``HubServer``.
+        host: address to bind.
+        port: TCP port (0: any free port, see :attr:`port`).
+        ssl_context: serve HTTPS with this context.
+        idle_timeout: seconds without a poll before a link is closed (1001).
+        max_header_size: bytes allowed for the request line, for each header,
+            and for all headers together.
+        max_body_size: bytes allowed for a body (default: room for one
+            ``max_frame_size`` frame, form-encoded).
+        read_timeout: seconds a client has to send a body once its request
+            started, and an idle keep-alive connection is kept open.
+    """
+
+    def __init__(
+        self,
+        server: Hub,
+        host: str = "0.0.0.0",
+        port: int = 5679,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        idle_timeout: float = 30.0,
+        max_header_size: int = 16 * 1024,
+        max_body_size: int | None = None,
+        read_timeout: float = 30.0,
+    ) -> None:
+        self.hub = server
+        self.node = server.node
+        self.host = host
+        self.requested_port = port
+        self.ssl_context = ssl_context
+        self.idle_timeout = idle_timeout
+        self.max_header_size = max_header_size
+        # Form encoding can triple a frame (percent escapes).
+        self.max_body_size = max_body_size or 3 * self.node.config.max_frame_size + 1024
+        self.read_timeout = read_timeout
+        #: Links (live or tombstones) by access key.
+        self.links: dict[str, SatelliteLink] = {}
+        self._runner: web.ServerRunner | None = None
+
+    # -- life cycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind and start serving; returns once the socket is bound."""
+        server = HiveWebServer(
+            self._handle,
+            on_bad_request=self._bad_request,
+            max_line_size=self.max_header_size,
+            max_field_size=self.max_header_size,
+            keepalive_timeout=self.read_timeout,
+            access_log=None,
+        )
+        runner = web.ServerRunner(server, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.requested_port, ssl_context=self.ssl_context)
+        await site.start()
+        self._runner = runner
+        upkeep = self.hub.upkeep
+        if self.idle_timeout and self.idle_timeout > 0:
+            upkeep.watch_idle(self.idle_timeout)
+            upkeep.also(self._forget_tombstones)
+        LOG.info(
+            "HiveMind http listener on %s://%s:%d",
+            "https" if self.ssl_context else "http",
+            self.host,
+            self.port,
+        )
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port."""
+        if self._runner is not None:
+            for address in self._runner.addresses:
+                return int(address[1])
+        return self.requested_port
+
+    async def close(self) -> None:
+        """Stop listening and close every link (1001) and TCP connection."""
+        for link in list(self.links.values()):
+            await link.aclose(CloseCode.GOING_AWAY, "hub stopping")
+        self.links.clear()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(runner.cleanup(), 5)
+
+    # -- links ----------------------------------------------------------------------
+
+    def _open(self, admitted: Admitted, address: str) -> SatelliteLink:
+        node = self.node
+        node.count("connections")
+        node.count("http_connections")
+        link = SatelliteLink(
+            node,
+            self.hub.admission,
+            PollChannel(address, node.config.send_queue),
+            admitted,
+            address,
+            transport="http",
+            idle_timeout=self.idle_timeout,
+            idle_reason="idle timeout: not polled",
+            idle_counter="http_idle_closed",
+            on_end=self._ended,
+        )
+        self.links[admitted.key] = link
+        link.spawn()
+        return link
+
+    def _ended(self, link: SatelliteLink) -> None:
+        channel = link.channel
+        LOG.info(
+            "http link %s closed: %s (%s)",
+            link.peer or link.base_name,
+            channel.close_reason,
+            channel.close_code,
+        )
+
+    async def _release(self, link: SatelliteLink, code: int, reason: str) -> None:
+        """Close ``link`` (if it is not yet) and forget it."""
+        if self.links.get(link.key) is link:
+            del self.links[link.key]
+        await link.aclose(code, reason)
+
+    def _forget_tombstones(self, now: float) -> None:
+        horizon = now - self.idle_timeout
+        for key, link in list(self.links.items()):
+            closed_at = _channel(link).closed_at
+            if closed_at is not None and closed_at < horizon:
+                del self.links[key]
+
+    def _bad_request(self, status: int) -> None:
+        self.node.count("http_bad_requests")
+
+    # -- HTTP -----------------------------------------------------------------------
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        address = request.remote or "unknown"
+        try:
+            return await self._route(request, address)
+        except HTTPRefusal as exc:
+            self.node.count("http_bad_requests")
+            LOG.debug("bad HTTP request from %s: %s", address, exc)
+            return json_response(exc.status, {"error": str(exc)}, close=True)
+        except (ConnectionError, asyncio.TimeoutError):
+            raise
+        except Exception:
+            self.node.count("errors")
+            LOG.exception("HTTP request from %s failed", address)
+            return json_response(500, {"error": "internal error"}, close=True)
+
+    async def _body(self, request: web.BaseRequest) -> bytes:
+        if sum(len(k) + len(v) + 4 for k, v in request.raw_headers) > self.max_header_size:
+            raise HTTPRefusal(431, "request headers too large")
+        if "Transfer-Encoding" in request.headers:
+            raise HTTPRefusal(501, "only Content-Length bodies are supported")
+        length = request.content_length or 0
+        if length > self.max_body_size:
+            raise HTTPRefusal(413, f"body larger than {self.max_body_size} bytes")
+        if not length:
+            return b""
+        return await asyncio.wait_for(request.content.readexactly(length), self.read_timeout)
+
+    async def _route(self, request: web.BaseRequest, address: str) -> web.StreamResponse:
+        body = await self._body(request)
+        target = urlsplit(request.raw_path)
+        path = target.path.rstrip("/") or "/"
+        expected = _ROUTES.get(path)
+        if expected is None:
+            return json_response(404, {"error": f"no such endpoint {path}"})
+        if request.method != expected:
+            return json_response(405, {"error": f"{path} takes {expected}"}, {"Allow": expected})
+        form = parse_form(body, request.headers.get("Content-Type", "")) if body else {}
+        # A raw "+" of base64 would read back as a space: keep it a plus.
+        creds = parse_authorization("/?" + target.query.replace("+", "%2B"))
+        if creds is None and "authorization" in form:
+            creds = parse_token(form["authorization"].replace(" ", "+"))
+        node = self.node
+        now = node.now()
+        link = self.links.get(creds[1]) if creds is not None else None
+        if path == "/connect" or link is None:
+            verdict = self.hub.admission.check(creds, address, now)
+            if isinstance(verdict, Refusal):
+                return _refused(verdict)
+            if path == "/connect":
+                if link is not None:
+                    await self._release(link, CloseCode.NORMAL, "replaced by a new /connect")
+                self._open(verdict, address)
+                return json_response(200, {"status": "Connected"})
+        if link is None:
+            if path == "/disconnect":
+                return json_response(409, {"error": "Already Disconnected"})
+            return json_response(409, {"error": "Client is not connected"})
+        channel = _channel(link)
+        if path == "/disconnect":
+            already = channel.closed
+            await self._release(link, CloseCode.NORMAL, "client disconnected")
+            if already:
+                return json_response(409, {"error": "Already Disconnected"})
+            return json_response(200, {"status": "Disconnected"})
+        if path == "/send_message":
+            return await self._receive(link, channel, form, now)
+        link.touch(now)
+        if path == "/get_messages":
+            name, drained = "messages", channel.drain_text()
+        else:
+            name = "b64_messages"
+            drained = [base64.b64encode(b).decode("ascii") for b in channel.drain_binary()]
+        if channel.closed:
+            return json_response(409, _not_connected(channel, {name: drained}))
+        return json_response(200, {"status": "messages retrieved", name: drained})
+
+    async def _receive(
+        self, link: SatelliteLink, channel: PollChannel, form: dict[str, str], now: float
+    ) -> web.Response:
+        """``/send_message``: hand the frame to the link and wait until it is handled."""
+        if channel.closed:
+            return json_response(409, _not_connected(channel))
+        frame: str | bytes
+        if "message" in form:
+            frame = form["message"]
+        elif "b64_message" in form:
+            try:
+                frame = base64.b64decode(form["b64_message"], validate=True)
+            except (binascii.Error, ValueError):
+                return json_response(400, {"error": "b64_message is not base64"})
+        else:
+            return json_response(400, {"error": "Missing message"})
+        link.touch(now)
+        channel.feed(frame)
+        await asyncio.wait_for(channel.settle(), self.read_timeout)
+        if link.closing:
+            await link.wait_ended(self.read_timeout)
+            return json_response(400, _not_connected(channel))
+        return json_response(200, {"status": "message sent"})
+
+
+def _channel(link: SatelliteLink) -> PollChannel:
+    channel = link.channel
+    assert isinstance(channel, PollChannel)
+    return channel
+
+
+def _not_connected(channel: PollChannel, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "error": "Client is not connected",
+        "code": channel.close_code,
+        "reason": channel.close_reason,
+    }
+    data.update(extra or {})
+    return data
+
+
+def _refused(refusal: Refusal) -> web.Response:
+    headers = None
+    if refusal.retry_after is not None:
+        headers = {"Retry-After": str(refusal.retry_after)}
+    return json_response(refusal.status, {"error": _REFUSALS[refusal.why]}, headers)
+
+
+async def start_http_listener(
+    server: Hub,
+    host: str | None = None,
+    port: int | None = None,
+    **options: Any,
+) -> HTTPListener:
+    """Start the HTTP listener of ``server`` (default: its config's host and ``http_port``).
+
+    Stop it with ``await listener.close()`` before ``await server.stop()``.
+    """
+    cfg = server.node.config
+    listener = HTTPListener(
+        server,
+        host if host is not None else cfg.host,
+        port if port is not None else cfg.http_port,
+        ssl_context=options.pop("ssl_context", server.ssl_context),
+        **options,
+    )
+    await listener.start()
+    return listener

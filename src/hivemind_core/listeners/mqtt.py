@@ -1,0 +1,399 @@
+"""The hub's MQTT listener: satellites that reach the hub through an MQTT broker.
+
+The hub binds nothing: it is one client of the broker (``aiomqtt``), as each
+satellite is. Topics, payloads, the bootstrap HELLO and the ``offline``
+notices are those of the ecosystem's MQTT plugin (docs/hub.md, MQTT topics):
+``<prefix>/<key>/in`` (satellite to hub), ``/out`` (hub to satellite) and
+``/status`` (presence, and the hub's close notices).
+
+How a link starts. MQTT has no connection event, and in our
+:class:`~hivemind_bus_client.protocol.connection.Connection` the hub speaks
+first, so the satellite opens with an *unencrypted HELLO* on its ``/in``
+topic. That bootstrap is the MQTT ``/connect``: the listener admits the key
+(the hub's admission step), opens a fresh
+:class:`~hivemind_core.links.SatelliteLink` over a :class:`BrokerChannel`
+(replacing a live link of the same key: the satellite restarted), whose HELLO
+and offer go out on ``/out``; from there the exchange is the websocket one.
+The bootstrap itself is not fed to the protocol core; the satellite's session
+reaches the hub in its encrypted HELLO after the handshake. Only an
+unencrypted HELLO is a bootstrap, so the check never touches ordinary traffic.
+
+How a link ends. A bare ``offline`` on the satellite's status topic (or its
+last will) ends its link (1001); so does the hub's idle sweep. When the hub
+ends a link itself it publishes ``offline <code> <reason>`` (not retained) on
+that key's status topic, the close code a websocket would have carried.
+Frames for a known key without a link (the hub restarted) get ``offline 1001``.
+
+Anyone on the broker can publish anywhere, so nothing a publisher sends may
+raise out of the listener: an unknown key's bootstrap is a failed
+authentication (counted, throttled per key, answered ``offline 1008 invalid
+access key``); other frames for unknown keys, topics of the wrong shape and
+retained status messages are dropped and counted (``mqtt_unknown_key``,
+``mqtt_bad_topic``); an invalid frame for a live link closes that link only.
+
+Writes never wait: one publisher task drains an outbox in order (QoS 1 by
+default). A lost broker is reconnected with backoff; links survive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import deque
+from typing import Any
+
+from hivemind_bus_client.exceptions import CloseCode
+from hivemind_bus_client.protocol.reconnect import backoff
+from hivemind_bus_client.transport import mqtt as wire
+from hivemind_bus_client.transport.channel import Frame, QueueChannel
+from hivemind_bus_client.transport.mqtt import aiomqtt
+from hivemind_core.admission import Admitted, Refusal, Refused
+from hivemind_core.errors import BrokerUnavailable
+from hivemind_core.links import SatelliteLink
+from hivemind_core.listeners import Hub
+
+__all__ = ["DEFAULT_MQTT_USERAGENT", "BrokerChannel", "MQTTListener", "start_mqtt_listener"]
+
+LOG = logging.getLogger(__name__)
+
+#: Useragent of an MQTT satellite whose bootstrap HELLO names none.
+DEFAULT_MQTT_USERAGENT = "HiveMindMQTTSatellite"
+
+
+class BrokerChannel(QueueChannel):
+    """The channel of one MQTT satellite: frames are published on its ``/out`` topic.
+
+    Frames from the satellite are fed by the listener. When the hub closes the
+    channel, the satellite is told on its status topic, unless :attr:`notify`
+    was cleared (it left or restarted itself).
+    """
+
+    def __init__(self, listener: MQTTListener, key: str) -> None:
+        super().__init__(wire.key_address(key), sender=self._publish, on_close=self._closed)
+        self.listener = listener
+        self.key = key
+        #: Tell the satellite when the link ends (not when it left or restarted itself).
+        self.notify = True
+        self._out = listener.topic(key, "out")
+
+    def _publish(self, frame: Frame) -> None:
+        self.listener.publish(self._out, wire.payload_of(frame))
+
+    def _closed(self, code: int, reason: str) -> None:
+        if self.notify:
+            self.listener.notify(self.key, code, reason)
+
+
+class MQTTListener:
+    """The MQTT front end of a hub (see the module docstring).
+
+    Args:
+        server: the hub (node, admission, upkeep), e.g. a running ``HubServer``.
+        broker: the broker, the hub's login there and the topic scheme.
+        connect_timeout: seconds the first broker connection may take.
+        max_outbox: frames queued for the broker before new ones are dropped.
+        reconnect_delay: cap of the backoff between broker reconnects, seconds.
+    """
+
+    def __init__(
+        self,
+        server: Hub,
+        broker: wire.Broker,
+        *,
+        connect_timeout: float = 10.0,
+        max_outbox: int = 10_000,
+        reconnect_delay: float = 10.0,
+    ) -> None:
+        self.hub = server
+        self.node = server.node
+        self.broker = broker
+        self.where = f"{broker.host}:{broker.port}"
+        self.connect_timeout = connect_timeout
+        self.max_outbox = max_outbox
+        self.reconnect_delay = reconnect_delay
+        #: Live links by access key.
+        self.links: dict[str, SatelliteLink] = {}
+        self._client: aiomqtt.Client | None = None
+        self._outbox: deque[tuple[str, bytes, bool]] = deque()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._tasks: list[asyncio.Task[None]] = []
+        node = self.node.node_id
+        self.presence_topic = self.topic(node, "status") if wire.valid_level(node) else None
+
+    def topic(self, ident: str, direction: str) -> str:
+        """``<prefix>/<ident>/<direction>``."""
+        return self.broker.topic(ident, direction)
+
+    # -- life cycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect to the broker and subscribe; returns once subscribed.
+
+        Raises:
+            BrokerUnavailable: the broker cannot be reached or refused the hub's login.
+        """
+        where = self.where
+        try:
+            self._client = await asyncio.wait_for(self._connect(), self.connect_timeout)
+        except asyncio.TimeoutError:
+            raise BrokerUnavailable(
+                f"MQTT broker at {where} did not answer within {self.connect_timeout:g} s"
+            ) from None
+        except aiomqtt.MqttError as exc:
+            raise BrokerUnavailable(f"cannot use the MQTT broker at {where}: {exc}") from None
+        self.hub.upkeep.watch_idle(self.node.config.idle_timeout)
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._receive(), name="hivemind-mqtt-receive"),
+            loop.create_task(self._publisher(), name="hivemind-mqtt-publish"),
+        ]
+        LOG.info("HiveMind MQTT listener on broker %s, topics %s", where, self.topic("+", "in"))
+
+    async def _connect(self) -> aiomqtt.Client:
+        """One broker connection with the hub's subscriptions and presence."""
+        client = self.broker.client(
+            f"hivemind-hub-{uuid.uuid4().hex[:12]}", self.presence_topic, self.connect_timeout
+        )
+        # Publishes are pipelined on purpose: do not warn about many in flight.
+        client.pending_calls_threshold = self.max_outbox
+        await client.__aenter__()
+        try:
+            await client.subscribe(self.topic("+", "in"), qos=self.broker.qos)
+            await client.subscribe(self.topic("+", "status"), qos=1)
+            if self.presence_topic is not None:
+                await client.publish(self.presence_topic, wire.ONLINE, qos=1, retain=True)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await client.__aexit__(None, None, None)
+            raise
+        return client
+
+    async def close(self) -> None:
+        """Close every link (1001, with a notice), say ``offline`` and leave the broker."""
+        for link in list(self.links.values()):
+            await link.aclose(CloseCode.GOING_AWAY, "hub stopping")
+        self.links.clear()
+        client = self._client
+        if client is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), 5)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        self._client = None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                if self.presence_topic is not None:
+                    await client.publish(self.presence_topic, wire.OFFLINE, qos=1, retain=True)
+                await client.__aexit__(None, None, None)
+
+    # -- publishing -------------------------------------------------------------------
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        """Queue one publish (never waits); dropped and counted when the outbox is full."""
+        if len(self._outbox) >= self.max_outbox:
+            self.node.count("mqtt_outbox_overflow")
+            LOG.warning("MQTT outbox full (%d); dropped a publish to %s", self.max_outbox, topic)
+            return
+        self._outbox.append((topic, payload, retain))
+        self._idle.clear()
+        self._wake.set()
+
+    async def _publisher(self) -> None:
+        """Drain the outbox in order; each batch is pipelined (paho writes in call order)."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._outbox:
+                batch = list(self._outbox)
+                self._outbox.clear()
+                client = self._client
+                if client is None:
+                    self.node.count("mqtt_publish_failed", len(batch))
+                    continue
+                results = await asyncio.gather(
+                    *(client.publish(t, p, qos=self.broker.qos, retain=r) for t, p, r in batch),
+                    return_exceptions=True,
+                )
+                failed = [r for r in results if isinstance(r, BaseException)]
+                if failed:
+                    self.node.count("mqtt_publish_failed", len(failed))
+                    LOG.warning("%d MQTT publish(es) failed: %s", len(failed), failed[0])
+            self._idle.set()
+
+    def notify(self, key: str, code: int, reason: str) -> None:
+        """Tell the satellite of ``key`` that it has no link (see the module docstring)."""
+        self.publish(self.topic(key, "status"), wire.format_notice(code, reason))
+
+    # -- receiving ----------------------------------------------------------------------
+
+    async def _receive(self) -> None:
+        """Hand every broker message to :meth:`handle`; reconnect when the broker goes away."""
+        while True:
+            client = self._client
+            if client is not None:
+                try:
+                    await wire.pump(client, self.handle)
+                except aiomqtt.MqttError as exc:
+                    self.node.count("mqtt_broker_lost")
+                    LOG.warning("lost the MQTT broker at %s: %s", self.where, exc)
+                self._client = None
+            for delay in backoff(initial=0.5, max_delay=self.reconnect_delay):
+                await asyncio.sleep(delay)
+                try:
+                    self._client = await asyncio.wait_for(self._connect(), self.connect_timeout)
+                except (aiomqtt.MqttError, asyncio.TimeoutError, OSError) as exc:
+                    LOG.info("MQTT broker at %s still unreachable: %s", self.where, exc)
+                    continue
+                LOG.info("reconnected to the MQTT broker at %s", self.where)
+                break
+
+    def handle(self, topic: str, payload: bytes, retained: bool = False) -> None:
+        """One message from the broker. Never raises: every failure is counted and logged."""
+        try:
+            self._handle(topic, payload, retained)
+        except Exception:
+            self.node.count("errors")
+            LOG.exception("error handling an MQTT message on %s", topic)
+
+    def _handle(self, topic: str, payload: bytes, retained: bool) -> None:
+        head = self.topic("", "").rstrip("/") + "/"  # "<prefix>/"
+        parts = topic[len(head) :].split("/") if topic.startswith(head) else []
+        if len(parts) != 2 or not parts[0] or parts[1] not in ("in", "status"):
+            self.node.count("mqtt_bad_topic")
+            LOG.debug("dropped a message on unexpected topic %r", topic)
+            return
+        key, direction = parts
+        if direction == "status":
+            self._on_status(key, payload, retained)
+            return
+        hello = wire.plain_hello(payload)
+        if hello is not None:
+            self._start(key, hello)
+            return
+        link = self.links.get(key)
+        if link is None or link.closing:
+            self._stray(key)
+            return
+        assert isinstance(link.channel, BrokerChannel)
+        link.channel.feed(wire.frame_of(payload))
+
+    def _on_status(self, key: str, payload: bytes, retained: bool) -> None:
+        """A bare, live ``offline`` ends the key's link; everything else here is presence."""
+        if retained or payload.strip() != wire.OFFLINE:
+            return
+        link = self.links.get(key)
+        if link is not None:
+            self.node.count("mqtt_offline")
+            self._quiet(link).close(CloseCode.GOING_AWAY, "satellite went offline")
+
+    def _start(self, key: str, hello: dict[str, Any]) -> None:
+        """A bootstrap HELLO: open a fresh link for ``key`` (replacing a live one)."""
+        node = self.node
+        address = wire.key_address(key)
+        useragent = hello.get("useragent")
+        if not isinstance(useragent, str) or not useragent or len(useragent) > 128:
+            useragent = DEFAULT_MQTT_USERAGENT
+        verdict = self.hub.admission.check((useragent, key), address, node.now())
+        if isinstance(verdict, Refusal):
+            if verdict.why is Refused.UNKNOWN_KEY:
+                node.count("mqtt_unknown_key")
+            self.notify(key, verdict.code, verdict.reason)
+            return
+        old = self.links.pop(key, None)
+        if old is not None:
+            self._quiet(old).close(CloseCode.NORMAL, "replaced by a fresh start of the satellite")
+        node.count("connections")
+        node.count("mqtt_connections")
+        self._open(verdict, address)
+
+    def _open(self, admitted: Admitted, address: str) -> SatelliteLink:
+        link = SatelliteLink(
+            self.node,
+            self.hub.admission,
+            BrokerChannel(self, admitted.key),
+            admitted,
+            address,
+            transport="mqtt",
+            idle_timeout=self.node.config.idle_timeout,
+            on_end=self._ended,
+        )
+        self.links[admitted.key] = link
+        link.spawn()
+        return link
+
+    def _ended(self, link: SatelliteLink) -> None:
+        if self.links.get(link.key) is link:
+            del self.links[link.key]
+        channel = link.channel
+        LOG.info(
+            "mqtt link %s closed: %s (%s)",
+            link.peer or link.base_name,
+            channel.close_reason,
+            channel.close_code,
+        )
+
+    @staticmethod
+    def _quiet(link: SatelliteLink) -> SatelliteLink:
+        """``link``, whose end the satellite will not be told of (it left or restarted)."""
+        if isinstance(link.channel, BrokerChannel):
+            link.channel.notify = False
+        return link
+
+    def _stray(self, key: str) -> None:
+        """A frame for a key without a link: tell a known satellite to start again."""
+        node = self.node
+        admission = self.hub.admission
+        address = wire.key_address(key)
+        if admission.throttle.blocked(address, node.now()):
+            node.count("auth_throttled")
+            return
+        try:
+            client = admission.lookup(key)
+        except Exception:
+            node.count("errors")
+            LOG.exception("client database lookup failed")
+            self.notify(key, CloseCode.INTERNAL, "client database unavailable")
+            return
+        if client is None:
+            node.count("mqtt_unknown_key")
+            LOG.debug("dropped a frame for an unknown access key (%s)", address)
+            return
+        node.count("mqtt_no_link")
+        self.notify(key, CloseCode.GOING_AWAY, "no link for this key: start again")
+
+
+async def start_mqtt_listener(server: Hub, **options: Any) -> MQTTListener:
+    """Start the MQTT listener of ``server`` from its config's ``mqtt_*`` fields.
+
+    Keyword arguments override them (see :class:`MQTTListener`). Stop it with
+    ``await listener.close()`` before ``await server.stop()``.
+
+    Raises:
+        ValueError: no broker host in the config or the arguments.
+        BrokerUnavailable: the broker cannot be reached or refused the login.
+    """
+    cfg = server.node.config
+    settings: dict[str, Any] = {
+        "host": cfg.mqtt_host,
+        "port": cfg.mqtt_port,
+        "prefix": cfg.mqtt_prefix,
+        "username": cfg.mqtt_username,
+        "password": cfg.mqtt_password,
+        "tls": cfg.mqtt_tls,
+    }
+    for name in list(options):
+        if name in settings:
+            settings[name] = options.pop(name)
+    if not settings["host"]:
+        raise ValueError("no MQTT broker: set mqtt_host")
+    listener = MQTTListener(server, wire.Broker(**settings), **options)
+    await listener.start()
+    return listener

@@ -490,3 +490,48 @@ def test_binary_frames_both_ways(hub: HubThread) -> None:
             time.sleep(0.02)
         assert got == [b"\x00\x01\x02\xff"]
         assert back and back[0][0] == b"\xff\x02\x01\x00"
+
+
+def test_slow_request_heads_are_cut_off_at_read_timeout(
+    make_hub: Callable[..., HubThread],
+) -> None:
+    """A connection that never completes a request head is closed after
+    ``read_timeout`` (0.5 s here), also on a kept-alive connection after an answer,
+    as the hand-written listener did (now through aiohttp's keep-alive timeout;
+    fails when the listener leaves that at aiohttp's default of 75 s)."""
+    hub = make_hub(listener_options={"read_timeout": 0.5})
+    row = hub.add_client("sat")
+    q = f"?authorization={auth(row.api_key)}"
+
+    def seconds_until_closed(sock: socket.socket, trickle: bytes) -> float:
+        start = time.monotonic()
+        for byte in trickle:  # one byte every 0.1 s, never the blank line
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.1)
+        sock.settimeout(5)
+        try:
+            while sock.recv(65536):
+                pass
+        except OSError:
+            pass
+        return time.monotonic() - start
+
+    slow_head = f"GET /get_messages{q} HTTP/1.1\r\nHost: x\r\nX-Slow: ".encode() + b"a" * 60
+    with socket.create_connection(("127.0.0.1", hub.port)) as sock:
+        took = seconds_until_closed(sock, slow_head)
+    assert took < 3, f"a trickled request head held the connection {took:.1f} s (limit 0.5 s)"
+
+    with socket.create_connection(("127.0.0.1", hub.port)) as sock:
+        took = seconds_until_closed(sock, b"")
+    assert took < 3, f"a silent connection was kept {took:.1f} s (limit 0.5 s)"
+
+    # after a whole answer, the next head has its own deadline
+    with socket.create_connection(("127.0.0.1", hub.port)) as sock:
+        sock.sendall(f"POST /connect{q} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
+        sock.settimeout(5)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        took = seconds_until_closed(sock, b"GET /get_messages HTTP/1.1\r\nX-Slow: " + b"a" * 60)
+    assert took < 3, f"a kept-alive connection's second head was allowed {took:.1f} s"

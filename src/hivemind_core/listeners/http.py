@@ -100,7 +100,9 @@ class HTTPListener:
         max_body_size: bytes allowed for a body (default: room for one
             ``max_frame_size`` frame, form-encoded).
         read_timeout: seconds a client has to send a body once its request
-            started, and an idle keep-alive connection is kept open.
+            started; also aiohttp's keep-alive timeout, which bounds how long a
+            connection may take to send a whole request head (on opening and
+            after each answer), so a trickling client is cut off.
     """
 
     def __init__(

@@ -168,3 +168,14 @@ def test_settings_check_key_sizes_and_hide_secrets():
         V3Settings(static_private=HUB_STATIC, psk=b"x" * 31)
     text = repr(V3Settings(static_private=HUB_STATIC, psk=PSK, ephemeral_private=HUB_STATIC))
     assert HUB_STATIC.hex() not in text and str(HUB_STATIC) not in text and str(PSK) not in text
+
+
+def test_a_v3_hub_never_resends_its_offer():
+    hub = Connection(
+        Role.HUB, password="pw", resend_offer=(0.5,), v3=V3Settings(static_private=HUB_STATIC)
+    )
+    hub.start(0.0)
+    assert len(hub.frames_to_send()) == 2
+    assert hub.get_timer() == hub.handshake_timeout  # only the handshake deadline
+    hub.handle_timer(0.6)
+    assert hub.frames_to_send() == []

@@ -124,6 +124,7 @@ class Connection(LinkSteps):
             it handles costs it a second and starts a new key exchange).
         v3: protocol v3 settings (keys, PSK, pin, version bounds:
             :class:`~hivemind_bus_client.protocol.v3link.V3Settings`); ``None``: v1 only.
+            A v3 hub never re-sends its offer (a client still deriving its PSK is silent).
             Without a PSK in them, answer :class:`PSKNeeded` with :meth:`provide_psk`.
     """
 
@@ -202,7 +203,7 @@ class Connection(LinkSteps):
             hello = {"pubkey": pub, "peer": self.peer, "node_id": self.node_id}
             self._queue_plain(_HELLO, hello)
             self._hub_offer(hello)
-            if self.crypto_key is None:
+            if self.crypto_key is None and self.v3 is None:  # v3: the offer is in the prologue
                 self._offer = list(self._out)
                 self._resends = [now + delay for delay in self.resend_offer]
 

@@ -10,6 +10,13 @@ layer feeds it every received websocket frame with :meth:`Connection.receive_fra
 :meth:`Connection.send`. Time comes in as ``now`` arguments; the connection
 publishes its next deadline with :meth:`Connection.get_timer`.
 
+Protocol v3 (Noise, ``docs/protocol-v3.md``) is the ``v3`` keyword: the hub
+offers it beside v1, the client runs it when the offer qualifies. The steps
+that differ by version are :class:`~hivemind_bus_client.protocol.linksteps.LinkSteps`
+(a base class); the v3 state is ``conn.v3``, a
+:class:`~hivemind_bus_client.protocol.v3link.V3Link`. Once keyed by v3 every
+frame is a Noise transport message, and any bad one closes 1008.
+
 The hub speaks first: plaintext HELLO and HANDSHAKE offer; the key exchange
 (:mod:`~hivemind_bus_client.protocol.handshake`); then each side's HELLO,
 encrypted. The state only changes through the table
@@ -23,13 +30,6 @@ to ``CLOSED``. Failure is sticky: a closing or closed connection ignores input.
 Once a key exists only HELLO and HANDSHAKE may arrive in plaintext, and no
 application message is accepted before the handshake completes (a deliberate
 difference from the reference, which reads whatever arrives).
-
-Protocol v3 (Noise, ``docs/protocol-v3.md``) is the ``v3`` keyword: the hub
-offers it beside v1, the client runs it when the offer qualifies. The steps
-that differ by version are :class:`~hivemind_bus_client.protocol.linksteps.LinkSteps`
-(a base class); the v3 state is ``conn.v3``, a
-:class:`~hivemind_bus_client.protocol.v3link.V3Link`. Once keyed by v3 every
-frame is a Noise transport message, and any bad one closes 1008.
 """
 
 from __future__ import annotations
@@ -144,10 +144,10 @@ class Connection(LinkSteps):
         peer: str | None = None,
         node_id: str | None = None,
         hello: dict[str, Any] | None = None,
+        v3: V3Settings | None = None,
         handshake_timeout: float = 20.0,
         max_size: int = 16 * 1024 * 1024,
         resend_offer: Sequence[float] = (0.6,),
-        v3: V3Settings | None = None,
     ) -> None:
         self.role = role
         self.state = State.HANDSHAKING

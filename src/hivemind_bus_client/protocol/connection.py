@@ -56,6 +56,7 @@ from hivemind_bus_client.protocol.events import (
     HandshakeComplete,
     HelloReceived,
     MessageReceived,
+    PSKNeeded,
 )
 from hivemind_bus_client.protocol.framing import PLAINTEXT_TYPES, encode_message, open_frame
 from hivemind_bus_client.protocol.handshake import (
@@ -81,6 +82,7 @@ __all__ = [
     "HandshakeComplete",
     "HelloReceived",
     "MessageReceived",
+    "PSKNeeded",
     "Role",
     "State",
     "V3Settings",

@@ -10,6 +10,13 @@ layer feeds it every received websocket frame with :meth:`Connection.receive_fra
 :meth:`Connection.send`. Time comes in as ``now`` arguments; the connection
 publishes its next deadline with :meth:`Connection.get_timer`.
 
+Protocol v3 (Noise, ``docs/protocol-v3.md``) is the ``v3`` keyword: the hub
+offers it beside v1, the client runs it when the offer qualifies. The steps
+that differ by version are :class:`~hivemind_bus_client.protocol.linksteps.LinkSteps`
+(a base class); the v3 state is ``conn.v3``, a
+:class:`~hivemind_bus_client.protocol.v3link.V3Link`. Once keyed by v3 every
+frame is a Noise transport message, and any bad one closes 1008.
+
 The hub speaks first: plaintext HELLO and HANDSHAKE offer; the key exchange
 (:mod:`~hivemind_bus_client.protocol.handshake`); then each side's HELLO,
 encrypted. The state only changes through the table
@@ -49,6 +56,7 @@ from hivemind_bus_client.protocol.events import (
     HandshakeComplete,
     HelloReceived,
     MessageReceived,
+    PSKNeeded,
 )
 from hivemind_bus_client.protocol.framing import PLAINTEXT_TYPES, encode_message, open_frame
 from hivemind_bus_client.protocol.handshake import (
@@ -58,8 +66,10 @@ from hivemind_bus_client.protocol.handshake import (
     HUB_ENCODINGS,
     HandshakeMode,
 )
+from hivemind_bus_client.protocol.linksteps import LinkSteps
 from hivemind_bus_client.protocol.message import HiveMessage, HiveMessageType
 from hivemind_bus_client.protocol.states import ACCEPTS, TRANSITIONS, Inbound, Role, State, Trigger
+from hivemind_bus_client.protocol.v3link import V3Link, V3Settings
 
 __all__ = [
     "CLIENT_CIPHERS",
@@ -72,8 +82,10 @@ __all__ = [
     "HandshakeComplete",
     "HelloReceived",
     "MessageReceived",
+    "PSKNeeded",
     "Role",
     "State",
+    "V3Settings",
 ]
 
 LOG = logging.getLogger(__name__)
@@ -83,7 +95,7 @@ _SHAKE = HiveMessageType.HANDSHAKE
 _KIND_OF = {_SHAKE: Inbound.HANDSHAKE, _HELLO: Inbound.HELLO}
 
 
-class Connection:
+class Connection(LinkSteps):
     """The protocol state of one link (see the module docstring).
 
     Args:
@@ -112,6 +124,10 @@ class Connection:
             offer are sent again while the client is silent (the stock 0.4.4 client
             misses a prompt offer and would wait 5 s; one re-send, since each offer
             it handles costs it a second and starts a new key exchange).
+        v3: protocol v3 settings (keys, PSK, pin, version bounds:
+            :class:`~hivemind_bus_client.protocol.v3link.V3Settings`); ``None``: v1 only.
+            A v3 hub never re-sends its offer (a client still deriving its PSK is silent).
+            Without a PSK in them, answer :class:`PSKNeeded` with :meth:`provide_psk`.
     """
 
     def __init__(
@@ -130,6 +146,7 @@ class Connection:
         peer: str | None = None,
         node_id: str | None = None,
         hello: dict[str, Any] | None = None,
+        v3: V3Settings | None = None,
         handshake_timeout: float = 20.0,
         max_size: int = 16 * 1024 * 1024,
         resend_offer: Sequence[float] = (0.6,),
@@ -153,6 +170,7 @@ class Connection:
         self.handshake_timeout = handshake_timeout
         self.max_size = max_size
         self.resend_offer = tuple(sorted(resend_offer))
+        self.v3 = V3Link(role, v3) if v3 is not None else None
 
         #: Negotiated values (valid once READY).
         self.binarize = False
@@ -184,9 +202,10 @@ class Connection:
             self.cipher = LinkCipher(self.crypto_key, SupportedCiphers.AES_GCM, "JSON-HEX")
         if self.role is Role.HUB:
             pub = crypto.public_key_pem(self.private_key) if self.private_key else None
-            self._queue_plain(_HELLO, {"pubkey": pub, "peer": self.peer, "node_id": self.node_id})
-            self._queue_plain(_SHAKE, handshake.hub_offer(self))
-            if self.crypto_key is None:
+            hello = {"pubkey": pub, "peer": self.peer, "node_id": self.node_id}
+            self._queue_plain(_HELLO, hello)
+            self._hub_offer(hello)
+            if self.crypto_key is None and self.v3 is None:  # v3: the offer is in the prologue
                 self._offer = list(self._out)
                 self._resends = [now + delay for delay in self.resend_offer]
 
@@ -196,6 +215,8 @@ class Connection:
             return
         self.frames_in += 1
         self._resends = []  # the client is talking: no more offers
+        if self.v3 is not None and self.v3.in_session:
+            return self._v3_frame(data)
         try:
             if len(data) > self.max_size:
                 raise PayloadTooBig(f"frame of {len(data)} bytes exceeds {self.max_size}")
@@ -233,14 +254,16 @@ class Connection:
         """
         if self.state is not State.READY:
             raise InvalidState(f"cannot send in state {self.state.value}")
-        self._out.append(self.encode(message))
+        self._out.extend(self.encode_frames(message))
 
     def encode(self, message: HiveMessage) -> str | bytes:
         """The frame for ``message`` under the negotiated settings, without queueing it.
 
         Hubs use this to encode once per message; the frame is only valid on
-        this link (its key).
+        this link (its key). A v3 message over one chunk needs :meth:`encode_frames`.
         """
+        if self.v3 is not None and self.v3.in_session:
+            return self.v3.encode(message, single=True)[0]
         return encode_message(message, self.cipher, self.binarize, self.compress)
 
     def announce(self, peer: str, node_id: str | None = None) -> None:
@@ -264,6 +287,8 @@ class Connection:
             self.close_code, self.close_reason = code, reason
         self._move(Trigger.LOST)
         self.cipher = None
+        if self.v3 is not None:
+            self.v3.drop()
         self._deadline = None
 
     def get_timer(self) -> float | None:
@@ -312,14 +337,7 @@ class Connection:
         if kind not in ACCEPTS.get((self.role, self.state), frozenset()):
             raise ProtocolError(f"{mtype.value} before the handshake completed")
         if kind is Inbound.HANDSHAKE:
-            if self.role is Role.HUB:
-                self._hub_handshake(msg.payload)  # refuses a non-object payload itself
-            elif not isinstance(msg.payload, dict):
-                raise ProtocolError("HANDSHAKE payload must be an object")
-            elif "envelope" in msg.payload:
-                self._client_finish(msg.payload)
-            else:
-                self._client_offer(msg.payload)
+            self._on_handshake(msg.payload)  # protocol.linksteps
         elif kind is Inbound.HELLO:
             self._on_hello(msg.payload)
         else:
@@ -340,33 +358,6 @@ class Connection:
                     LOG.warning("hub announced an unreadable public key; ignoring it")
         self._events.append(HelloReceived(payload))
 
-    # -- handshake steps (see protocol.handshake) ----------------------------------
-
-    def _hub_handshake(self, payload: Any) -> None:
-        answer = handshake.hub_answer(payload, self)
-        self.binarize = answer.binarize
-        # The reply goes out in plaintext (the client cannot have the new key yet).
-        self._queue_plain(_SHAKE, answer.reply)
-        self._keyed(answer.cipher, answer.mode)
-
-    def _client_offer(self, offer: dict[str, Any]) -> None:
-        if self.peer_offer or self.state is not State.HANDSHAKING:
-            # A hub re-sends its offer to clients that seem to have missed it;
-            # ours answered the first one already.
-            return
-        self.peer_offer = offer
-        step = handshake.client_reply(offer, self)
-        self.mode, self._iv, self.binarize = step.mode, step.iv, step.binarize
-        if step.reply is None:
-            # Pre-shared key only: no key exchange, the key is already in force.
-            self._keyed(self.cipher, HandshakeMode.PRESHARED)
-        else:
-            self._queue_plain(_SHAKE, step.reply)
-
-    def _client_finish(self, answer: dict[str, Any]) -> None:
-        link = handshake.client_finish(answer, self, self.mode, self._iv)
-        self._keyed(link, self.mode or HandshakeMode.PASSWORD)
-
     # -- common -------------------------------------------------------------------
 
     def _keyed(self, link: LinkCipher | None, mode: HandshakeMode) -> None:
@@ -380,7 +371,10 @@ class Connection:
         if self.role is Role.CLIENT and (first or not self._hello_sent):
             self._hello_sent = True
             self.send(HiveMessage(_HELLO, dict(self.hello)))
-        self._events.append(HandshakeComplete(mode, cipher, encoding, self.binarize))
+        done = HandshakeComplete(mode, cipher, encoding, self.binarize)
+        self._events.append(
+            self.v3.completed(done) if mode is HandshakeMode.NOISE and self.v3 else done
+        )
 
     def _queue_plain(self, mtype: HiveMessageType, payload: dict[str, Any]) -> None:
         self._out.append(HiveMessage(mtype, payload).serialize())

@@ -12,7 +12,14 @@ from typing import Any
 from hivemind_bus_client.exceptions import HiveMindError
 from hivemind_bus_client.protocol.message import HiveMessage
 
-__all__ = ["CloseRequested", "Event", "HandshakeComplete", "HelloReceived", "MessageReceived"]
+__all__ = [
+    "CloseRequested",
+    "Event",
+    "HandshakeComplete",
+    "HelloReceived",
+    "MessageReceived",
+    "PSKNeeded",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,16 +29,42 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class HandshakeComplete(Event):
-    """A key is agreed; ``mode`` is ``password``, ``rsa`` or ``preshared``.
+    """A key is agreed; ``mode`` is ``password``, ``rsa``, ``preshared`` or ``noise``.
 
     ``mode`` is a :class:`~hivemind_bus_client.protocol.handshake.HandshakeMode`,
     which compares equal to those strings.
+
+    Protocol v3 (``mode`` ``noise``, ``protocol`` 3): ``pattern`` is
+    ``XXpsk2`` or ``KKpsk0``, ``suite`` e.g. ``25519_ChaChaPoly_SHA256``,
+    ``cipher`` its cipher (``ChaChaPoly``, ``AESGCM``), ``encoding`` empty,
+    and ``peer_static`` the peer's 32-byte static X25519 public key: after
+    XX, the caller pins it if it held no pin (trust on first use).
     """
 
     mode: str
     cipher: str
     encoding: str
     binarize: bool
+    protocol: int = 1
+    pattern: str = ""
+    suite: str = ""
+    peer_static: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PSKNeeded(Event):
+    """A v3 link waits for its Noise PSK: hand it in with ``Connection.provide_psk``.
+
+    The PSK is Argon2id of the password salted with SHA-256(``node_id``)
+    (``v3offer.derive_psk``): 64 MiB and tens to hundreds of milliseconds, so
+    take it from a cache or derive it off the event loop. The link keeps the
+    peer's first Noise message meanwhile; the handshake timeout keeps running.
+    A hub asks at ``start`` (the client row's password, its own node_id); a
+    client when the hub's offer qualifies for v3 (its password, the node_id of
+    the hub's HELLO).
+    """
+
+    node_id: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -126,6 +126,7 @@ class HandshakeMode(str, Enum):
     PASSWORD = "password"
     RSA = "rsa"
     PRESHARED = "preshared"
+    NOISE = "noise"  #: protocol v3 (protocol.v3link)
 
     def __str__(self) -> str:
         return self.value

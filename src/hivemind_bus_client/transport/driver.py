@@ -87,7 +87,7 @@ class LinkDriver:
     def start(self) -> None:
         """Start the connection (a hub queues HELLO and its offer), flush, arm the timer."""
         self.conn.start(self.now())
-        self._process()
+        self.process()
 
     async def run(self) -> ChannelClosed:
         """Feed received frames to the connection until the link ends; returns why."""
@@ -102,7 +102,7 @@ class LinkDriver:
                 if self._result is not None:
                     break
                 conn.receive_frame(frame)
-                self._process()
+                self.process()
             if self._close_task is not None:
                 with contextlib.suppress(Exception):
                     await self._close_task
@@ -111,8 +111,13 @@ class LinkDriver:
         assert self._result is not None
         return self._result
 
-    def _process(self) -> None:
-        """Dispatch events, flush frames, re-arm the timer; act on a close request."""
+    def process(self) -> None:
+        """Dispatch events, flush frames, re-arm the timer; act on a close request.
+
+        The driver calls it after every frame and timer; call it yourself after
+        changing the connection from outside a frame, e.g. after
+        ``Connection.provide_psk`` answers a ``PSKNeeded`` event later.
+        """
         if self._result is not None:
             return
         close: CloseRequested | None = None
@@ -147,7 +152,7 @@ class LinkDriver:
                     self.flush()
                     self._close_requested(event, cause)
                     return
-        self._process()
+        self.process()
 
     def _arm(self) -> None:
         deadline = self.conn.get_timer()
@@ -224,7 +229,7 @@ class LinkDriver:
         """Close the link from this end (idempotent); :meth:`run` then returns."""
         if self._result is None:
             self.conn.close(code, reason)
-            self._process()
+            self.process()
         if self._close_task is not None:
             with contextlib.suppress(Exception):
                 await self._close_task

@@ -14,7 +14,9 @@ CASCADE code. It reports through callbacks, all called on its loop:
 * ``on_message(message)``: every application message of a keyed link, in order;
 * ``on_state(up, reason)``: True once a link is keyed; False with the reason
   when it is lost or the engine stops for good;
-* ``on_hello(payload)``: each HELLO of the hub (its peer string for us, its node id).
+* ``on_hello(payload)``: each HELLO of the hub (its peer string for us, its node id);
+* ``on_open(up)``: True when a socket (channel) opened, before its handshake;
+  False when that channel is gone (handshake failed, link lost, closed).
 
 So a client node runs its router over it, and a hub's upstream link can reuse it
 with the hub's own router.
@@ -49,7 +51,6 @@ from hivemind_bus_client.exceptions import (
     InvalidState,
 )
 from hivemind_bus_client.identity import NodeIdentity
-from hivemind_bus_client.protocol import crypto
 from hivemind_bus_client.protocol.connection import (
     CloseRequested,
     Connection,
@@ -79,6 +80,7 @@ class LinkEngine:
         on_message: called with each application message of a keyed link.
         on_state: called with (keyed?, reason) on every change.
         on_hello: called with the payload of each HELLO of the hub.
+        on_open: called with True when a channel opened, False when it is gone.
         connection_factory: builds the sans-I/O Connection of each attempt
             (default: :meth:`LinkKeys.new_connection`).
         name: names the engine's task and log lines.
@@ -93,6 +95,7 @@ class LinkEngine:
         on_message: Callable[[HiveMessage], None] | None = None,
         on_state: Callable[[bool, BaseException | None], None] | None = None,
         on_hello: Callable[[dict[str, Any]], None] | None = None,
+        on_open: Callable[[bool], None] | None = None,
         connection_factory: Callable[[], Connection] | None = None,
         name: str = "hivemind-client-link",
     ) -> None:
@@ -102,6 +105,7 @@ class LinkEngine:
         self.on_message = on_message
         self.on_state = on_state
         self.on_hello = on_hello
+        self.on_open = on_open
         self.name = name
         self.loop: asyncio.AbstractEventLoop | None = None
         self.conn: Connection | None = None
@@ -127,22 +131,6 @@ class LinkEngine:
             connection_factory or self.keys.new_connection
         )
 
-    # -- keys and session (see client.keys) -----------------------------------------
-
-    @property
-    def private_key(self) -> crypto.PrivateKey | None:
-        """Our RSA key: the identity's, or a throwaway one when RSA mode needs it."""
-        return self.keys.private_key
-
-    @property
-    def public_key_pem(self) -> str | None:
-        """PEM of our public key, as HELLO and INTERCOM senders use it."""
-        return self.keys.public_key_pem
-
-    def session_dict(self) -> dict[str, Any]:
-        """Our OVOS session (built once; its id survives reconnects)."""
-        return self.keys.session_dict()
-
     # -- opening a link ------------------------------------------------------------
 
     @property
@@ -164,6 +152,7 @@ class LinkEngine:
             raise ConnectTimeout(
                 f"no link to {cfg.where} within {cfg.connect_timeout:g} s"
             ) from None
+        self._opened(True)
         conn = self.connection_factory()
         driver = LinkDriver(conn, channel, self._on_event, name=self.name)
         self._keyed = keyed = loop.create_future()
@@ -189,6 +178,7 @@ class LinkEngine:
             with contextlib.suppress(BaseException):
                 await run
             await self._release(channel)
+            self._opened(False)
             raise
         self.conn, self.driver, self._run = conn, driver, run
         self.connects += 1
@@ -207,6 +197,10 @@ class LinkEngine:
         early, self._early = self._early or [], None
         for msg in early:
             self._deliver(msg)
+
+    def _opened(self, up: bool) -> None:
+        if self.on_open is not None:
+            self.on_open(up)
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, MessageReceived):
@@ -255,7 +249,8 @@ class LinkEngine:
         assert self.loop is not None
         self._supervisor = self.loop.create_task(self._supervise(), name=self.name)
 
-    def _delays(self) -> Iterator[float]:
+    def delays(self) -> Iterator[float]:
+        """The delays between attempts: ``reconnect_delays``, else jittered backoff."""
         delays = self.config.reconnect_delays
         if delays is None:
             return backoff(initial=0.5, max_delay=self.config.max_reconnect_delay)
@@ -277,6 +272,7 @@ class LinkEngine:
             if self.driver is not None:
                 await self._release(self.driver.channel)
             self.driver = None
+            self._opened(False)
             if self.closing:
                 return
             LOG.warning("link to %s lost: %s", self.config.redacted(), reason)
@@ -290,7 +286,7 @@ class LinkEngine:
 
     async def _reconnect(self) -> bool:
         attempt = 0
-        for delay in self._delays():
+        for delay in self.delays():
             attempt += 1
             await asyncio.sleep(delay)
             if self.closing:
@@ -321,6 +317,13 @@ class LinkEngine:
         LOG.error("client stopped: %s", reason)
         if self.on_state is not None:
             self.on_state(False, reason)
+
+    async def drop_link(self, reason: str = "client dropped the link") -> None:
+        """Close the current socket only: the supervisor reconnects as after a loss."""
+        driver = self.driver
+        if driver is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(driver.close(CloseCode.NORMAL, reason), 3)
 
     async def close(self) -> None:
         """Close the link and stop reconnecting."""

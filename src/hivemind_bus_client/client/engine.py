@@ -114,6 +114,7 @@ class LinkEngine:
         #: Why the engine stopped for good (a refusal, or it gave up), if it did.
         self.fatal_error: BaseException | None = None
         self.closing = False
+        self._dropping = False
         #: What the hub told us.
         self.peer: str | None = None
         self.node_id: str | None = None
@@ -215,7 +216,7 @@ class LinkEngine:
             self.handshake = event
             if self._keyed is not None and not self._keyed.done():
                 self._keyed.set_result(None)
-        elif isinstance(event, CloseRequested) and self._early is None and not self.closing:
+        elif isinstance(event, CloseRequested) and self._early is None and not self._quiet:
             LOG.warning("closing link: %s (code %s)", event.reason, event.code)
 
     def _deliver(self, msg: HiveMessage) -> None:
@@ -275,7 +276,9 @@ class LinkEngine:
             self._opened(False)
             if self.closing:
                 return
-            LOG.warning("link to %s lost: %s", self.config.redacted(), reason)
+            level = logging.INFO if self._dropping else logging.WARNING
+            self._dropping = False
+            LOG.log(level, "link to %s lost: %s", self.config.redacted(), reason)
             if self.on_state is not None:
                 self.on_state(False, reason)
             if not self.config.reconnect or is_fatal(reason):
@@ -322,8 +325,13 @@ class LinkEngine:
         """Close the current socket only: the supervisor reconnects as after a loss."""
         driver = self.driver
         if driver is not None:
+            self._dropping = True
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(driver.close(CloseCode.NORMAL, reason), 3)
+
+    @property
+    def _quiet(self) -> bool:
+        return self.closing or self._dropping
 
     async def close(self) -> None:
         """Close the link and stop reconnecting."""

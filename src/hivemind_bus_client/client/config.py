@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from hivemind_bus_client.exceptions import ConfigurationError
 from hivemind_bus_client.identity import NodeIdentity
+from hivemind_bus_client.protocol.reconnect import backoff
 
 __all__ = [
     "DEFAULT_PING_INTERVAL",
@@ -141,6 +142,15 @@ class ClientConfig:
     """Answer a PING flood with a PONG (topology discovery)."""
     cascade_timeout: float = 5.0
     """Seconds a CASCADE request gathers answers before the select callback runs."""
+
+    def delays(self) -> Iterator[float]:
+        """Delays between connect attempts: ``reconnect_delays``, else jittered backoff."""
+        delays = self.reconnect_delays
+        if delays is None:
+            return backoff(initial=0.5, max_delay=self.max_reconnect_delay)
+        if callable(delays):
+            return iter(delays())
+        return iter(delays)
 
     @property
     def url(self) -> str:

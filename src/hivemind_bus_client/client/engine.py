@@ -60,7 +60,7 @@ from hivemind_bus_client.protocol.connection import (
     MessageReceived,
 )
 from hivemind_bus_client.protocol.message import HiveMessage
-from hivemind_bus_client.protocol.reconnect import backoff, is_fatal
+from hivemind_bus_client.protocol.reconnect import is_fatal
 from hivemind_bus_client.transport.channel import Channel, ChannelClosed
 from hivemind_bus_client.transport.driver import LinkDriver
 from hivemind_bus_client.transport.errors import close_error
@@ -251,13 +251,8 @@ class LinkEngine:
         self._supervisor = self.loop.create_task(self._supervise(), name=self.name)
 
     def delays(self) -> Iterator[float]:
-        """The delays between attempts: ``reconnect_delays``, else jittered backoff."""
-        delays = self.config.reconnect_delays
-        if delays is None:
-            return backoff(initial=0.5, max_delay=self.config.max_reconnect_delay)
-        if callable(delays):
-            return iter(delays())
-        return iter(delays)
+        """The delays between attempts (see :meth:`ClientConfig.delays`)."""
+        return self.config.delays()
 
     async def _supervise(self) -> None:
         while True:
@@ -368,8 +363,13 @@ class LinkEngine:
             ) from None
 
     async def send(self, message: HiveMessage) -> None:
-        """Encode and write one message, waiting for a link if one is being reopened."""
+        """Encode and write one message, waiting for a link if one is being reopened
+        and while the channel's backlog is more than half full."""
         await self.wait_ready(self.config.send_timeout)
+        driver = self.driver
+        room = getattr(driver.channel, "wait_writable", None) if driver is not None else None
+        if room is not None:  # backpressure: never overflow our own backlog and lose the link
+            await room()
         self.send_nowait(message, quiet=False)
 
     def send_nowait(self, message: HiveMessage, *, quiet: bool = True) -> bool:

@@ -188,6 +188,15 @@ class FakeHub:
 
         self.call(freeze())
 
+    def thaw_all(self) -> None:
+        """Read from every link again (after :meth:`freeze_all`)."""
+
+        async def thaw() -> None:
+            for link in list(self.links.values()):
+                link.ws.transport.resume_reading()
+
+        self.call(thaw())
+
     def drop_all(self, code: int = 1011) -> None:
         async def drop() -> None:
             for link in list(self.links.values()):

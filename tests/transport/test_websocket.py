@@ -108,3 +108,38 @@ def test_slow_reader_overflows_the_backlog_with_try_again() -> None:
             await client.close()
 
     asyncio.run(scenario())
+
+
+def test_wait_writable_is_backpressure_not_a_close() -> None:
+    """A writer that awaits ``wait_writable`` first waits out a peer that stops
+    reading for a while, and every frame arrives, in order, on the same link."""
+
+    async def scenario() -> list[str]:
+        got: list[str] = []
+        done = asyncio.Event()
+
+        async def handler(ws: ServerConnection) -> None:
+            ws.transport.pause_reading()
+            await asyncio.sleep(1.0)
+            ws.transport.resume_reading()
+            async for frame in ws:
+                got.append(str(frame)[:8])
+                if len(got) == 300:
+                    done.set()
+
+        port = free_port()
+        async with serve(handler, "127.0.0.1", port, max_queue=None):
+            chan = await connect(
+                f"ws://127.0.0.1:{port}", open_timeout=2, max_frames=8, max_bytes=1 << 20
+            )
+            chan.ws.transport.set_write_buffer_limits(high=1024)
+            for i in range(300):
+                await chan.wait_writable()
+                chan.write_nowait(f"{i:08d}" + "z" * 65536)
+            await asyncio.wait_for(done.wait(), 20)
+            assert chan.close_code is None  # never closed itself with TRY_AGAIN
+            await chan.close()
+        return got
+
+    got = asyncio.run(scenario())
+    assert got == [f"{i:08d}" for i in range(300)]

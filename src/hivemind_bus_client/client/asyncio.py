@@ -29,6 +29,7 @@ from ovos_bus_client.message import Message
 
 from hivemind_bus_client.client.core import ClientCore, Request
 from hivemind_bus_client.client.handlers import Call, Waiter
+from hivemind_bus_client.client.lifecycle import check_retries, open_with_retries
 from hivemind_bus_client.client.shaping import BinaryDataCallbacks
 from hivemind_bus_client.protocol.cascade import CascadeResult
 from hivemind_bus_client.protocol.message import (
@@ -63,23 +64,31 @@ class AsyncHiveMessageBusClient(ClientCore):
         protocol: Any = None,
         site_id: str | None = None,
         timeout: float | None = None,
+        handshake_max_retries: int | None = None,
     ) -> AsyncHiveMessageBusClient:
         """Open the link; returns once the handshake is complete.
 
-        Raises the same errors as the sync client's ``connect``.
+        Takes and raises what the sync client's ``connect`` does.
         """
         del bus, protocol
+        retries = check_retries(handshake_max_retries)
         if self._begin_connect(site_id, timeout):
             return self
         engine = self._engine
-        await engine.open_link()
+        await open_with_retries(engine, retries)
         engine.start_supervisor()
         return self
 
+    async def close_connection(self) -> None:
+        """Drop the socket only: the client reconnects by itself (:meth:`close` is permanent)."""
+        await self._engine.drop_link()
+
     async def close(self) -> None:
-        """Close the link and stop reconnecting."""
+        """Close the link for good and stop reconnecting."""
         await self._engine.close()
         self._node.stop_timers()
+        self.connected_event.clear()
+        self.handshake_event.clear()
         for task in list(self._tasks):
             task.cancel()
 

@@ -9,6 +9,7 @@ keeps the handler registry and builds the
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -32,6 +33,8 @@ __all__ = ["ClientBase"]
 LOG = logging.getLogger(__name__)
 
 _T = HiveMessageType
+#: Marks a keyword argument that was not given (``None`` means "off" for pings).
+_UNSET: Any = object()
 
 
 class ClientBase:
@@ -65,13 +68,22 @@ class ClientBase:
         reconnect: bool = True,
         reconnect_delays: Any = None,
         max_reconnect_delay: float = 30.0,
-        ping_interval: float | None = 5.0,
-        ping_timeout: float | None = 5.0,
+        ping_interval: float | None = _settings.DEFAULT_PING_INTERVAL,
+        ping_timeout: float | None = _settings.DEFAULT_PING_TIMEOUT,
         send_timeout: float = 10.0,
         max_size: int = 16 * 1024 * 1024,
         answer_pings: bool = True,
         cascade_timeout: float = 5.0,
+        websocket_ping_interval: Any = _UNSET,
+        websocket_ping_timeout: Any = _UNSET,
+        websocket_connect_timeout: float = 30.0,
+        max_protocol_version: int = _settings.MAX_PROTOCOL_VERSION,
     ) -> None:
+        # The 1.2.x client's names for the keepalive; when given they win.
+        if websocket_ping_interval is not _UNSET:
+            ping_interval = websocket_ping_interval
+        if websocket_ping_timeout is not _UNSET:
+            ping_timeout = websocket_ping_timeout
         if session_id is None and internal_bus is not None:
             session_id = getattr(internal_bus, "session_id", None)
         self.config, self.identity = _settings.resolve(
@@ -101,6 +113,8 @@ class ClientBase:
             max_size=max_size,
             answer_pings=answer_pings,
             cascade_timeout=cascade_timeout,
+            websocket_connect_timeout=websocket_connect_timeout,
+            max_protocol_version=max_protocol_version,
         )
         self.internal_bus = internal_bus
         self.bin_callbacks = bin_callbacks or BinaryDataCallbacks()
@@ -108,6 +122,10 @@ class ClientBase:
         self._registry.on_bin(_T.BINARY, self._builtin_binary)
         if internal_bus is not None and hasattr(internal_bus, "emit"):
             self._registry.on(_T.BUS, self._to_internal_bus)
+        #: Set while a socket to the hub is open (before and after its handshake).
+        self.connected_event = threading.Event()
+        #: Set while the link is keyed (handshake complete); cleared when it is lost.
+        self.handshake_event = threading.Event()
         self._node = self._make_node()
 
     def _make_node(self, channel_factory: ChannelFactory | None = None) -> ClientNode:
@@ -120,6 +138,7 @@ class ClientBase:
             channel_factory=channel_factory,
         )
         node.on_state = self._on_state
+        node.on_open = self._on_open
         return node
 
     @property
@@ -176,6 +195,11 @@ class ClientBase:
     def protocol(self) -> ClientNode:
         """The node; carries ``cascade_select_callback`` and ``hive_mapper`` (seed doc 001)."""
         return self._node
+
+    @property
+    def max_protocol_version(self) -> int:
+        """Highest protocol version this client may speak (1..3; it speaks v1 today)."""
+        return self.config.max_protocol_version
 
     @property
     def connected(self) -> bool:
@@ -293,5 +317,18 @@ class ClientBase:
     def _dispatch(self, calls: list[Call]) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def _on_open(self, up: bool) -> None:
+        """A socket opened (``up``) or is gone: :attr:`connected_event` follows it."""
+        if up:
+            self.connected_event.set()
+        else:
+            self.connected_event.clear()
+            self.handshake_event.clear()
+
     def _on_state(self, up: bool, reason: BaseException | None) -> None:
-        """A link was keyed (``up``) or lost; the sync face sets its events."""
+        """A link was keyed (``up``) or lost: :attr:`handshake_event` follows it."""
+        if up:
+            self.connected_event.set()
+            self.handshake_event.set()
+        else:
+            self.handshake_event.clear()

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from hivemind_bus_client.exceptions import ConfigurationError
 from hivemind_bus_client.identity import NodeIdentity
+from hivemind_bus_client.protocol.reconnect import backoff
 
 __all__ = [
+    "DEFAULT_PING_INTERVAL",
+    "DEFAULT_PING_TIMEOUT",
     "DEFAULT_PORT",
     "DEFAULT_USERAGENT",
+    "MAX_PROTOCOL_VERSION",
     "ClientConfig",
     "authorization",
     "has_port",
@@ -31,6 +35,12 @@ __all__ = [
 DEFAULT_PORT = 5678
 #: The reference client's user agent; hubs show it in the peer name.
 DEFAULT_USERAGENT = "HiveMessageBusClientV0.0.1"
+#: Websocket keepalive defaults (the websockets library's own): tolerant of a
+#: hub that answers pings late because it is busy.
+DEFAULT_PING_INTERVAL = 20.0
+DEFAULT_PING_TIMEOUT = 20.0
+#: Highest protocol version a client may be told to speak.
+MAX_PROTOCOL_VERSION = 3
 
 
 def split_host(host: str) -> tuple[str, str]:
@@ -111,11 +121,19 @@ class ClientConfig:
     ``None``: jittered exponential backoff starting under a second."""
     max_reconnect_delay: float = 30.0
     """Cap of the default backoff, in seconds."""
-    ping_interval: float | None = 5.0
-    """Websocket keepalive: seconds between pings (``None`` disables). With the
-    timeout below a dead link is noticed within about ten seconds."""
-    ping_timeout: float | None = 5.0
-    """Seconds to wait for a pong before the link is declared dead."""
+    ping_interval: float | None = DEFAULT_PING_INTERVAL
+    """Websocket keepalive: seconds between pings (``None`` disables); the
+    constructor also takes it as ``websocket_ping_interval``."""
+    ping_timeout: float | None = DEFAULT_PING_TIMEOUT
+    """Seconds to wait for a pong before the link is declared dead (``None``: for
+    ever). A busy hub answers pings only after the work queued before them (the
+    reference hub 4.0.0 does), so a short timeout drops a healthy link."""
+    websocket_connect_timeout: float = 30.0
+    """Seconds for opening the websocket (TCP, TLS, HTTP upgrade); the whole
+    ``connect()`` stays bounded by ``connect_timeout``."""
+    max_protocol_version: int = MAX_PROTOCOL_VERSION
+    """Highest HiveMind protocol version to speak (1 to 3). The client speaks v1
+    today; 2 and 3 mean "newer when available, else v1"."""
     send_timeout: float = 10.0
     """How long ``emit`` waits for a link that is reconnecting."""
     max_size: int = 16 * 1024 * 1024
@@ -124,6 +142,15 @@ class ClientConfig:
     """Answer a PING flood with a PONG (topology discovery)."""
     cascade_timeout: float = 5.0
     """Seconds a CASCADE request gathers answers before the select callback runs."""
+
+    def delays(self) -> Iterator[float]:
+        """Delays between connect attempts: ``reconnect_delays``, else jittered backoff."""
+        delays = self.reconnect_delays
+        if delays is None:
+            return backoff(initial=0.5, max_delay=self.max_reconnect_delay)
+        if callable(delays):
+            return iter(delays())
+        return iter(delays)
 
     @property
     def url(self) -> str:
@@ -164,7 +191,8 @@ def resolve(
     """Merge arguments with the identity file into a :class:`ClientConfig`.
 
     Raises:
-        ConfigurationError: no access key, or no host, from either source.
+        ConfigurationError: no access key, or no host, from either source; a
+            ``max_protocol_version`` outside 1..3.
     """
     ident = identity if identity is not None else NodeIdentity()
     key = key or ident.access_key
@@ -190,6 +218,9 @@ def resolve(
         if text.isdigit():
             bare, host_port = name, int(text)
     port = port or host_port or ident.default_port or DEFAULT_PORT
+    version = options.get("max_protocol_version", MAX_PROTOCOL_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= 3:
+        raise ConfigurationError(f"max_protocol_version must be 1, 2 or 3, not {version!r}")
     cfg = ClientConfig(
         host=bare,
         port=int(port),

@@ -14,7 +14,9 @@ CASCADE code. It reports through callbacks, all called on its loop:
 * ``on_message(message)``: every application message of a keyed link, in order;
 * ``on_state(up, reason)``: True once a link is keyed; False with the reason
   when it is lost or the engine stops for good;
-* ``on_hello(payload)``: each HELLO of the hub (its peer string for us, its node id).
+* ``on_hello(payload)``: each HELLO of the hub (its peer string for us, its node id);
+* ``on_open(up)``: True when a socket (channel) opened, before its handshake;
+  False when that channel is gone (handshake failed, link lost, closed).
 
 So a client node runs its router over it, and a hub's upstream link can reuse it
 with the hub's own router.
@@ -49,7 +51,6 @@ from hivemind_bus_client.exceptions import (
     InvalidState,
 )
 from hivemind_bus_client.identity import NodeIdentity
-from hivemind_bus_client.protocol import crypto
 from hivemind_bus_client.protocol.connection import (
     CloseRequested,
     Connection,
@@ -59,7 +60,7 @@ from hivemind_bus_client.protocol.connection import (
     MessageReceived,
 )
 from hivemind_bus_client.protocol.message import HiveMessage
-from hivemind_bus_client.protocol.reconnect import backoff, is_fatal
+from hivemind_bus_client.protocol.reconnect import is_fatal
 from hivemind_bus_client.transport.channel import Channel, ChannelClosed
 from hivemind_bus_client.transport.driver import LinkDriver
 from hivemind_bus_client.transport.errors import close_error
@@ -79,6 +80,7 @@ class LinkEngine:
         on_message: called with each application message of a keyed link.
         on_state: called with (keyed?, reason) on every change.
         on_hello: called with the payload of each HELLO of the hub.
+        on_open: called with True when a channel opened, False when it is gone.
         connection_factory: builds the sans-I/O Connection of each attempt
             (default: :meth:`LinkKeys.new_connection`).
         name: names the engine's task and log lines.
@@ -93,6 +95,7 @@ class LinkEngine:
         on_message: Callable[[HiveMessage], None] | None = None,
         on_state: Callable[[bool, BaseException | None], None] | None = None,
         on_hello: Callable[[dict[str, Any]], None] | None = None,
+        on_open: Callable[[bool], None] | None = None,
         connection_factory: Callable[[], Connection] | None = None,
         name: str = "hivemind-client-link",
     ) -> None:
@@ -102,6 +105,7 @@ class LinkEngine:
         self.on_message = on_message
         self.on_state = on_state
         self.on_hello = on_hello
+        self.on_open = on_open
         self.name = name
         self.loop: asyncio.AbstractEventLoop | None = None
         self.conn: Connection | None = None
@@ -110,6 +114,7 @@ class LinkEngine:
         #: Why the engine stopped for good (a refusal, or it gave up), if it did.
         self.fatal_error: BaseException | None = None
         self.closing = False
+        self._dropping = False
         #: What the hub told us.
         self.peer: str | None = None
         self.node_id: str | None = None
@@ -126,22 +131,6 @@ class LinkEngine:
         self.connection_factory: Callable[[], Connection] = (
             connection_factory or self.keys.new_connection
         )
-
-    # -- keys and session (see client.keys) -----------------------------------------
-
-    @property
-    def private_key(self) -> crypto.PrivateKey | None:
-        """Our RSA key: the identity's, or a throwaway one when RSA mode needs it."""
-        return self.keys.private_key
-
-    @property
-    def public_key_pem(self) -> str | None:
-        """PEM of our public key, as HELLO and INTERCOM senders use it."""
-        return self.keys.public_key_pem
-
-    def session_dict(self) -> dict[str, Any]:
-        """Our OVOS session (built once; its id survives reconnects)."""
-        return self.keys.session_dict()
 
     # -- opening a link ------------------------------------------------------------
 
@@ -164,6 +153,7 @@ class LinkEngine:
             raise ConnectTimeout(
                 f"no link to {cfg.where} within {cfg.connect_timeout:g} s"
             ) from None
+        self._opened(True)
         conn = self.connection_factory()
         driver = LinkDriver(conn, channel, self._on_event, name=self.name)
         self._keyed = keyed = loop.create_future()
@@ -189,6 +179,7 @@ class LinkEngine:
             with contextlib.suppress(BaseException):
                 await run
             await self._release(channel)
+            self._opened(False)
             raise
         self.conn, self.driver, self._run = conn, driver, run
         self.connects += 1
@@ -208,6 +199,10 @@ class LinkEngine:
         for msg in early:
             self._deliver(msg)
 
+    def _opened(self, up: bool) -> None:
+        if self.on_open is not None:
+            self.on_open(up)
+
     def _on_event(self, event: Event) -> None:
         if isinstance(event, MessageReceived):
             self.stats["messages_in"] += 1
@@ -221,7 +216,7 @@ class LinkEngine:
             self.handshake = event
             if self._keyed is not None and not self._keyed.done():
                 self._keyed.set_result(None)
-        elif isinstance(event, CloseRequested) and self._early is None and not self.closing:
+        elif isinstance(event, CloseRequested) and self._early is None and not self._quiet:
             LOG.warning("closing link: %s (code %s)", event.reason, event.code)
 
     def _deliver(self, msg: HiveMessage) -> None:
@@ -255,13 +250,9 @@ class LinkEngine:
         assert self.loop is not None
         self._supervisor = self.loop.create_task(self._supervise(), name=self.name)
 
-    def _delays(self) -> Iterator[float]:
-        delays = self.config.reconnect_delays
-        if delays is None:
-            return backoff(initial=0.5, max_delay=self.config.max_reconnect_delay)
-        if callable(delays):
-            return iter(delays())
-        return iter(delays)
+    def delays(self) -> Iterator[float]:
+        """The delays between attempts (see :meth:`ClientConfig.delays`)."""
+        return self.config.delays()
 
     async def _supervise(self) -> None:
         while True:
@@ -277,9 +268,12 @@ class LinkEngine:
             if self.driver is not None:
                 await self._release(self.driver.channel)
             self.driver = None
+            self._opened(False)
             if self.closing:
                 return
-            LOG.warning("link to %s lost: %s", self.config.redacted(), reason)
+            level = logging.INFO if self._dropping else logging.WARNING
+            self._dropping = False
+            LOG.log(level, "link to %s lost: %s", self.config.redacted(), reason)
             if self.on_state is not None:
                 self.on_state(False, reason)
             if not self.config.reconnect or is_fatal(reason):
@@ -290,7 +284,7 @@ class LinkEngine:
 
     async def _reconnect(self) -> bool:
         attempt = 0
-        for delay in self._delays():
+        for delay in self.delays():
             attempt += 1
             await asyncio.sleep(delay)
             if self.closing:
@@ -321,6 +315,18 @@ class LinkEngine:
         LOG.error("client stopped: %s", reason)
         if self.on_state is not None:
             self.on_state(False, reason)
+
+    async def drop_link(self, reason: str = "client dropped the link") -> None:
+        """Close the current socket only: the supervisor reconnects as after a loss."""
+        driver = self.driver
+        if driver is not None:
+            self._dropping = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(driver.close(CloseCode.NORMAL, reason), 3)
+
+    @property
+    def _quiet(self) -> bool:
+        return self.closing or self._dropping
 
     async def close(self) -> None:
         """Close the link and stop reconnecting."""
@@ -357,8 +363,13 @@ class LinkEngine:
             ) from None
 
     async def send(self, message: HiveMessage) -> None:
-        """Encode and write one message, waiting for a link if one is being reopened."""
+        """Encode and write one message, waiting for a link if one is being reopened
+        and while the channel's backlog is more than half full."""
         await self.wait_ready(self.config.send_timeout)
+        driver = self.driver
+        room = getattr(driver.channel, "wait_writable", None) if driver is not None else None
+        if room is not None:  # backpressure: never overflow our own backlog and lose the link
+            await room()
         self.send_nowait(message, quiet=False)
 
     def send_nowait(self, message: HiveMessage, *, quiet: bool = True) -> bool:

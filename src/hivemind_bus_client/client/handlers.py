@@ -62,6 +62,8 @@ _PONG = HiveMessageType.PONG
 #: Seconds an unheard PONG waits for a late PONG handler (see the module docstring).
 UNHEARD_PONG_WINDOW = 2.0
 _MAX_NESTING = 8
+#: Unheard PONGs kept at most; an older one pushed out is counted and logged.
+_MAX_UNHEARD = 64
 
 
 def _same(registered: Callback, fn: Callback) -> bool:
@@ -132,7 +134,9 @@ class HandlerRegistry:
         self._bin: dict[int | None, tuple[Callback, ...]] = {}
         self._raw: tuple[Callback, ...] = ()
         self._waiters: tuple[Waiter, ...] = ()
-        self._unheard: deque[tuple[float, HiveMessage]] = deque(maxlen=64)
+        self._unheard: deque[tuple[float, HiveMessage]] = deque(maxlen=_MAX_UNHEARD)
+        #: Unheard PONGs pushed out of the bounded keep by newer ones (see :meth:`collect`).
+        self.unheard_evicted = 0
 
     # -- registration --------------------------------------------------------------
 
@@ -302,6 +306,13 @@ class HandlerRegistry:
         calls.extend((fn, (msg,)) for fn in handlers)
         if msg.msg_type is _PONG and not handlers and not heard:
             with self._lock:
+                if len(self._unheard) == _MAX_UNHEARD:
+                    self.unheard_evicted += 1
+                    LOG.info(
+                        "more than %d PONGs unheard: the oldest is dropped (%d so far)",
+                        _MAX_UNHEARD,
+                        self.unheard_evicted,
+                    )
                 self._unheard.append((time.monotonic(), msg))
 
     def _nested(self, outer: HiveMessage, msg: HiveMessage, calls: list[Call], depth: int) -> None:

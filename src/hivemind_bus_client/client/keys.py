@@ -104,13 +104,17 @@ class LinkKeys:
 
 
 def websocket_factory(config: ClientConfig) -> ChannelFactory:
-    """The default channel: a websocket to ``config.url``."""
+    """The default channel: a websocket to ``config.url``.
+
+    Its opening (TCP, TLS, HTTP upgrade) is bounded by
+    ``websocket_connect_timeout``, within the ``connect_timeout`` of the whole connect.
+    """
 
     async def open_channel() -> Channel:
         return await websocket.connect(
             config.url,
             ssl_context=client_context(config.secure, config.self_signed),
-            open_timeout=config.connect_timeout,
+            open_timeout=min(config.websocket_connect_timeout, config.connect_timeout),
             max_size=config.max_size,
             ping_interval=config.ping_interval,
             ping_timeout=config.ping_timeout,

@@ -105,7 +105,7 @@ class HiveMindMQTTClient(HiveMessageBusClient):
         cfg, engine = self.config, self._engine
         hello = {
             "pubkey": self.identity.public_key,
-            "session": engine.session_dict(),
+            "session": engine.keys.session_dict(),
             "site_id": cfg.site_id,
             "useragent": cfg.useragent,
         }

@@ -96,6 +96,7 @@ class ClientNode:
             on_message=self._on_message,
             on_state=self._on_state,
             on_hello=self._on_hello,
+            on_open=self._on_open,
         )
         self.router = Router(
             config.session_id,
@@ -106,6 +107,8 @@ class ClientNode:
         self.cascade = CascadeAggregator(config.cascade_timeout)
         #: Called (on the loop) with True when a link is keyed, False when it is lost.
         self.on_state: Callable[[bool, BaseException | None], None] | None = None
+        #: Called (on the loop) with True when a socket opened, False when it is gone.
+        self.on_open: Callable[[bool], None] | None = None
         self.pings_answered = 0
         self._cascade_waiters: dict[str, Callable[[CascadeResult], None]] = {}
         self._cascade_timer: asyncio.TimerHandle | None = None
@@ -143,12 +146,12 @@ class ClientNode:
     @property
     def private_key(self) -> crypto.PrivateKey | None:
         """Our RSA key (see :attr:`LinkEngine.private_key`)."""
-        return self.engine.private_key
+        return self.engine.keys.private_key
 
     @property
     def public_key_pem(self) -> str | None:
         """PEM of our public key."""
-        return self.engine.public_key_pem
+        return self.engine.keys.public_key_pem
 
     @property
     def conn(self) -> Connection | None:
@@ -168,6 +171,7 @@ class ClientNode:
             + c.get("intercom_tampered", 0)
             + c.get("intercom_malformed", 0),
             "connects": self.engine.connects,
+            "pongs_unheard_dropped": self.registry.unheard_evicted,
         }
 
     # -- link state -------------------------------------------------------------------
@@ -187,12 +191,16 @@ class ClientNode:
             link.node_id = self.engine.node_id
             link.pubkey = self.engine.hub_pubkey
 
+    def _on_open(self, up: bool) -> None:
+        if self.on_open is not None:
+            self.on_open(up)
+
     def _on_state(self, up: bool, reason: BaseException | None) -> None:
         router = self.router
         if up:
-            key = self.engine.private_key
+            key = self.engine.keys.private_key
             router.private_key = key
-            router.public_key = self.engine.public_key_pem
+            router.public_key = self.engine.keys.public_key_pem
             router.site_id = self.config.site_id
             router.set_trusted_keys(dict(self.identity.trusted_keys))
             if self.engine.peer:
@@ -301,7 +309,7 @@ class ClientNode:
 
     def make_intercom(self, message: HiveMessage, pubkey: str) -> HiveMessage:
         """Seal ``message`` for the node owning ``pubkey`` (hybrid, signed when we can)."""
-        sealed = intercom.seal(message, pubkey, self.engine.private_key)
+        sealed = intercom.seal(message, pubkey, self.engine.keys.private_key)
         sealed.target_pubkey = pubkey
         return sealed
 

@@ -27,6 +27,7 @@ from ovos_bus_client.message import Message
 
 from hivemind_bus_client.client.core import ClientCore, Request
 from hivemind_bus_client.client.handlers import Call, Waiter
+from hivemind_bus_client.client.lifecycle import check_retries, open_with_retries, retry_budget
 from hivemind_bus_client.client.shaping import BinaryDataCallbacks
 from hivemind_bus_client.client.threads import Dispatcher, LoopThread
 from hivemind_bus_client.exceptions import ConnectTimeout, HiveMindError
@@ -72,7 +73,14 @@ class HiveMessageBusClient(ClientCore):
     ``connect_timeout``, ``handshake_timeout``, ``reconnect``,
     ``reconnect_delays``, ``max_reconnect_delay``, ``ping_interval``,
     ``ping_timeout``, ``send_timeout``, ``max_size``, ``encodings``, ``ciphers``,
-    ``answer_pings``, ``cascade_timeout``.
+    ``answer_pings``, ``cascade_timeout``; and the 1.2.x client's
+    ``websocket_ping_interval``, ``websocket_ping_timeout`` (the same keepalive
+    settings, 20 s each), ``websocket_connect_timeout`` (30 s, the websocket
+    opening) and ``max_protocol_version`` (1..3, default 3; v1 is spoken today).
+
+    Attributes:
+        connected_event: set while a socket to the hub is open.
+        handshake_event: set while the link is keyed.
 
     Raises:
         ConfigurationError: neither the arguments nor the identity file give an
@@ -83,8 +91,6 @@ class HiveMessageBusClient(ClientCore):
         super().__init__(*args, **kwargs)
         self._io = LoopThread()
         self._dispatcher = Dispatcher(self._io.submit)
-        self.handshake_event = threading.Event()
-        self.connected_event = threading.Event()
         self._bus: Any = None
 
     # -- lifecycle -------------------------------------------------------------------
@@ -95,6 +101,7 @@ class HiveMessageBusClient(ClientCore):
         protocol: Any = None,
         site_id: str | None = None,
         timeout: float | None = None,
+        handshake_max_retries: int | None = None,
     ) -> HiveMessageBusClient:
         """Open the link and return once the handshake is complete.
 
@@ -104,6 +111,8 @@ class HiveMessageBusClient(ClientCore):
             protocol: accepted for compatibility with the reference; unused.
             site_id: overrides the site for this connection.
             timeout: seconds for socket + handshake (default ``connect_timeout``).
+            handshake_max_retries: retry a failed attempt this many times
+                (:mod:`.lifecycle`); ``None``: one attempt.
 
         Raises:
             UnauthorizedKeyError: the hub refused the access key.
@@ -112,8 +121,10 @@ class HiveMessageBusClient(ClientCore):
             NegotiationFailed: no common cipher/encoding or handshake mode.
             HiveMindEntryPointNotFound: nothing listens at host:port.
             ConnectTimeout: no completed handshake in time.
+            ConfigurationError: ``handshake_max_retries`` is not ``None`` nor >= 0.
         """
         del protocol
+        retries = check_retries(handshake_max_retries)
         if self._begin_connect(site_id, timeout):
             return self
         engine = self._engine
@@ -121,11 +132,11 @@ class HiveMessageBusClient(ClientCore):
         self._dispatcher.start()
 
         async def _open() -> None:
-            await engine.open_link()
+            await open_with_retries(engine, retries)
             engine.start_supervisor()
 
         try:
-            self._io.run(_open(), self.config.connect_timeout + 5)
+            self._io.run(_open(), retry_budget(engine, retries))
         except concurrent.futures.TimeoutError:
             self._shutdown_threads()
             raise ConnectTimeout(
@@ -142,8 +153,19 @@ class HiveMessageBusClient(ClientCore):
         """Block until a keyed link exists; ``False`` on timeout."""
         return self.handshake_event.wait(timeout)
 
+    def close_connection(self) -> None:
+        """Drop the socket only: the client reconnects (with a fresh handshake) by itself.
+
+        Unlike :meth:`close`, which is permanent. Nothing happens before ``connect()``.
+        """
+        if self._io.loop is not None:
+            try:
+                self._io.run(self._engine.drop_link(), 10)
+            except (concurrent.futures.TimeoutError, HiveMindError, RuntimeError):
+                LOG.debug("dropping the link did not finish cleanly", exc_info=True)
+
     def close(self) -> None:
-        """Close the link, stop reconnecting and stop the client's threads."""
+        """Close the link for good: stop reconnecting and stop the client's threads."""
         if self._io.loop is not None:
             try:
                 self._io.run(self._close_on_loop(), 10)
@@ -171,14 +193,6 @@ class HiveMessageBusClient(ClientCore):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _on_state(self, up: bool, reason: BaseException | None) -> None:
-        if up:
-            self.handshake_event.set()
-            self.connected_event.set()
-        else:
-            self.handshake_event.clear()
-            self.connected_event.clear()
 
     async def _close_on_loop(self) -> None:
         await self._engine.close()

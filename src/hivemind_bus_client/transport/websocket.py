@@ -8,7 +8,9 @@ protocol object and written at once (:func:`send_nowait`, the one place that
 does this); once the kernel buffer pushes back, frames wait in a
 :class:`~hivemind_bus_client.transport.channel.BoundedBacklog` drained by one
 task with the public ``send()``, and a full backlog closes the link with
-``TRY_AGAIN`` (a slow consumer must not hold the hub's memory).
+``TRY_AGAIN`` (a slow consumer must not hold the hub's memory). A writer that
+would rather wait than lose its link (the client's ``emit``) awaits
+:meth:`WebSocketChannel.wait_writable` first: backpressure instead of a close.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ class WebSocketChannel:
         self.peer_address = _address(ws)
         self.backlog = BoundedBacklog(max_frames, max_bytes)
         self._drain_task: asyncio.Task[None] | None = None
+        self._room: asyncio.Event | None = None
         self._close: tuple[int, str] | None = None
         self._ended: ChannelClosed | None = None
 
@@ -147,16 +150,47 @@ class WebSocketChannel:
         if not send_nowait(self.ws, frame):
             raise self._closed_error()
 
+    def _crowded(self) -> bool:
+        """The backlog is past half of either bound (where :meth:`wait_writable` waits)."""
+        backlog = self.backlog
+        return len(backlog) * 2 >= backlog.max_frames or backlog.nbytes * 2 >= backlog.max_bytes
+
+    async def wait_writable(self) -> None:
+        """Wait while the backlog is more than half full (returns at once when closed).
+
+        For writers that must not overflow the backlog: awaited before
+        :meth:`write_nowait`, a fast writer slows to the pace of the peer instead
+        of closing the link with ``TRY_AGAIN``.
+        """
+        while self._crowded() and self._drain_task is not None and self._open():
+            if self._room is None:
+                self._room = asyncio.Event()
+            await self._room.wait()
+
+    def _open(self) -> bool:
+        return (
+            self._close is None and self._ended is None and self.ws.protocol.state is WsState.OPEN
+        )
+
+    def _wake_writers(self) -> None:
+        if self._room is not None and (not self._crowded() or self._close is not None):
+            self._room.set()
+            self._room = None
+
     async def _drain(self) -> None:
         try:
             while self.backlog and self._close is None:
                 await self.ws.send(self.backlog.pop())
+                self._wake_writers()
         except WsConnectionClosed:
             pass
         except Exception:
             LOG.exception("draining the send backlog of %s failed", self.peer_address or "peer")
         finally:
             self._drain_task = None
+            if self._room is not None:  # closed or drained: nobody may stay blocked
+                self._room.set()
+                self._room = None
 
     def _start_close(self, code: int, reason: str) -> None:
         if self._close is None:

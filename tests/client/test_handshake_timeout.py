@@ -23,7 +23,6 @@ from hivemind_bus_client.client import HiveMessageBusClient
 from hivemind_bus_client.exceptions import ConnectTimeout
 from hivemind_bus_client.http_client import HiveMindHTTPClient
 from hivemind_bus_client.identity import NodeIdentity
-from mqtt.conftest import mosquitto  # noqa: F401  (the private broker fixture)
 from support.net import free_port
 
 LIMITS = {"connect_timeout": 8.0, "handshake_timeout": 0.5, "reconnect": False}
@@ -125,7 +124,7 @@ def test_http_client_honours_handshake_timeout(silent_http: int, identity: NodeI
 
 
 def test_mqtt_client_honours_handshake_timeout(
-    mosquitto: tuple[str, int],  # noqa: F811
+    mosquitto: tuple[str, int],
     identity: NodeIdentity,
 ) -> None:
     from hivemind_bus_client.mqtt_client import HiveMindMQTTClient

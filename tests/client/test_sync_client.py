@@ -518,9 +518,9 @@ def test_a_pong_handler_registered_just_after_gets_the_pong_that_came_first(
 def test_an_unheard_pong_expires(
     hub: FakeHub, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hivemind_bus_client import _handlers
+    from hivemind_bus_client.client import handlers
 
-    monkeypatch.setattr(_handlers, "UNHEARD_PONG_WINDOW", 0.05)
+    monkeypatch.setattr(handlers, "UNHEARD_PONG_WINDOW", 0.05)
     client = make_client(hub)
     client.connect()
     hub.send_to_all(HiveMessage(T.PONG, {"flood_id": "f-3", "peer": "old-node", "hops": 1}))

@@ -10,9 +10,9 @@ from urllib.parse import quote
 import pytest
 from ovos_bus_client.message import Message
 
-from hivemind_bus_client import _config
-from hivemind_bus_client._handlers import HandlerRegistry, Waiter
 from hivemind_bus_client.cascade import CascadeAggregator
+from hivemind_bus_client.client import config as client_config
+from hivemind_bus_client.client.handlers import HandlerRegistry, Waiter
 from hivemind_bus_client.exceptions import (
     AuthenticationFailed,
     ConfigurationError,
@@ -177,10 +177,10 @@ def test_registry_rejects_bad_input() -> None:
 
 
 def test_config_url_and_authorization() -> None:
-    assert _config.authorization("HiveMessageBusClientV0.0.1", "ACCESSKEY") == (
+    assert client_config.authorization("HiveMessageBusClientV0.0.1", "ACCESSKEY") == (
         "SGl2ZU1lc3NhZ2VCdXNDbGllbnRWMC4wLjE6QUNDRVNTS0VZ"
     )
-    cfg, _ = _config.resolve(
+    cfg, _ = client_config.resolve(
         identity=NodeIdentity({}),
         key="K",
         password=None,
@@ -200,7 +200,7 @@ def test_config_never_shows_its_secrets() -> None:
     """Neither ``redacted()`` nor ``repr`` may show the key, the password, the
     pre-shared key or the authorization token (which carries the key)."""
     key, password, preshared = "Sup3rSecretAccessKey", "Hunter2Password", "0123456789ABCDEF"
-    cfg, _ = _config.resolve(
+    cfg, _ = client_config.resolve(
         identity=NodeIdentity({}),
         key=key,
         password=password,
@@ -211,7 +211,7 @@ def test_config_never_shows_its_secrets() -> None:
         site_id=None,
         session_id=None,
     )
-    token = _config.authorization("MyUA", key)
+    token = client_config.authorization("MyUA", key)
     assert token in cfg.url  # the token is what a leak of the URL would show
     for text in (cfg.redacted(), repr(cfg), str(cfg)):
         for secret in (key, password, preshared, token, quote(token, safe="")):
@@ -220,7 +220,7 @@ def test_config_never_shows_its_secrets() -> None:
 
 def test_config_requires_key_and_host() -> None:
     with pytest.raises(ConfigurationError, match="access key"):
-        _config.resolve(
+        client_config.resolve(
             identity=NodeIdentity({}),
             key=None,
             password="p",
@@ -232,7 +232,7 @@ def test_config_requires_key_and_host() -> None:
             session_id=None,
         )
     with pytest.raises(ConfigurationError, match="host"):
-        _config.resolve(
+        client_config.resolve(
             identity=NodeIdentity({}),
             key="k",
             password="p",

@@ -445,7 +445,6 @@ def test_client_reconnects_after_the_hub_restarts(
 
 def test_missing_aiomqtt_is_a_clear_import_error(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in (
-        "hivemind_bus_client._mqtt_wire",
         "hivemind_bus_client.transport.mqtt",
         "hivemind_bus_client.mqtt_client",
         "hivemind_core.mqtt_listener",

@@ -1,4 +1,5 @@
-"""Fixtures for the MQTT transport tests: a private mosquitto broker for the session."""
+"""The private mosquitto broker of the MQTT tests (a session fixture, registered by the
+root conftest so every folder can use it)."""
 
 from __future__ import annotations
 

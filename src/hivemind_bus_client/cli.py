@@ -1,4 +1,4 @@
-"""The ``hivemind-client`` command (seed docs 001, 002; docs/client.md, "Command line").
+"""The ``hivemind-client`` command (docs/client.md).
 
 Commands: ``set-identity``, ``test-identity``, ``reset-pgp``, ``terminal``,
 ``send-mycroft``, ``escalate``, ``propagate``, ``query``, ``cascade``, ``ping``.

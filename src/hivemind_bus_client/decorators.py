@@ -1,4 +1,4 @@
-"""Decorators for small HiveMind programs (seed doc 000, "Decorator helper").
+"""Decorators for small HiveMind programs (one of the samples in tests/seed/samples.json).
 
 ``with_hivemind`` gives a function a connected client and closes it when the
 function returns or raises::

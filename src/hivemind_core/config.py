@@ -79,7 +79,7 @@ class UpstreamConfig:
     useragent: str = "HiveMind-relay-hub"
     #: Site announced to the master (default: this hub's own ``site_id``).
     site_id: str = ""
-    #: Let the master watch this hub's bus (seed doc 004, "Shared Bus"): what
+    #: Let the master watch this hub's bus (docs/hub.md, "Nested hives"): what
     #: satellites inject here, and the agent's answers to them, are also sent
     #: up as SHARED_BUS. Off by default: sharing must be asked for.
     share_bus: bool = False
@@ -175,7 +175,7 @@ class HubConfig:
     ping_rate: float = 1.0
     ping_burst: int = 5
     #: ``alias -> PEM`` public keys of nodes whose PROPAGATE(BUS) this hub
-    #: injects and whose INTERCOM it opens (seed doc 001, "Trusted Keys"); the
+    #: injects and whose INTERCOM it opens (docs/hub.md, "Trusted keys"); the
     #: hub also trusts the keys of its identity file (``NodeIdentity.trusted_keys``).
     trusted_keys: dict[str, str] = field(default_factory=dict)
     #: Also trust the keys of the identity file (off: only ``trusted_keys``).

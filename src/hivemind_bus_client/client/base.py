@@ -193,7 +193,7 @@ class ClientBase:
 
     @property
     def protocol(self) -> ClientNode:
-        """The node; carries ``cascade_select_callback`` and ``hive_mapper`` (seed doc 001)."""
+        """The node; carries ``cascade_select_callback`` and ``hive_mapper`` (docs/client.md, "Node duties")."""
         return self._node
 
     @property

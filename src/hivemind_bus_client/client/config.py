@@ -2,7 +2,7 @@
 
 Shared by the websocket clients (sync and asyncio) and the HTTP client, so
 they resolve host, port, credentials and site the same way
-(docs/client.md, "Settings"): an explicit argument wins, then the identity file,
+(docs/client.md, "Configuration"): an explicit argument wins, then the identity file,
 then the default.
 """
 

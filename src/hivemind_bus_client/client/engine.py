@@ -21,7 +21,7 @@ CASCADE code. It reports through callbacks, all called on its loop:
 So a client node runs its router over it, and a hub's upstream link can reuse it
 with the hub's own router.
 
-Failures while opening are the hierarchy (docs/client.md, "Connect errors";
+Failures while opening are the hierarchy (docs/client.md, "Connect and handshake errors";
 the table is in :mod:`hivemind_bus_client.transport.errors`). A dropped link is
 reopened after jittered exponential backoff
 (:mod:`hivemind_bus_client.protocol.reconnect`); refusals stop the loop and are

@@ -1,11 +1,11 @@
-"""HiveMind over HTTP polling: :class:`HiveMindHTTPClient` (seed doc 000, "HTTP client").
+"""HiveMind over HTTP polling: :class:`HiveMindHTTPClient` (docs/client.md, "HTTP and MQTT clients").
 
 The sync client with an :class:`~hivemind_bus_client.transport.http.HTTPPollChannel`
 under its engine (that module describes the wire), so handlers, ``emit``,
 ``wait_for_*``, the handshake (and its timeout), the error mapping and
 reconnects behave as over a websocket.
 
-Differences from the reference, on purpose (docs/client.md, "Compatibility"):
+Differences from the reference, on purpose (docs/client.md, "Compared with the reference client"):
 
 * the ``authorization`` value is percent-encoded;
 * binary frames (only BINARY messages: binarize is always off over HTTP) are

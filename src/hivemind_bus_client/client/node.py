@@ -114,11 +114,11 @@ class ClientNode:
         self._cascade_timer: asyncio.TimerHandle | None = None
         self._router_timer: asyncio.TimerHandle | None = None
 
-    # -- what the seed docs reach through ``client.protocol`` -------------------------
+    # -- what the documented samples reach through ``client.protocol`` -------------------------
 
     @property
     def cascade_select_callback(self) -> Any:
-        """Picks one CASCADE response out of the gathered list (seed doc 001)."""
+        """Picks one CASCADE response out of the gathered list (docs/client.md, "Node duties")."""
         return self.cascade.cascade_select_callback
 
     @cascade_select_callback.setter

@@ -3,7 +3,7 @@
 Every BUS payload (also one nested in a transport message) gets ``source`` and
 ``platform`` (the user agent) and ``destination`` (``HiveMind``) when missing,
 and ``session.session_id`` / ``session.site_id`` set to ours, so a hub never
-sees the ``default`` session (docs/client.md, "Compatibility").
+sees the ``default`` session (docs/client.md, "Compared with the reference client").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The synchronous HiveMind client, :class:`HiveMessageBusClient` (seed docs 000, 001).
+"""The synchronous HiveMind client, :class:`HiveMessageBusClient`.
 
 ``connect()`` starts two daemon threads per client (:mod:`.threads`): an I/O
 thread running an asyncio loop with the link (the node and its engine), and a
@@ -8,7 +8,8 @@ Because handlers never run on the I/O thread, a handler may call
 deadlocking the client.
 
 The public API follows the reference client 0.4.4 (docs/client.md,
-"Compatibility") plus what the seed docs add (``peer``, ``on_bin``,
+"Compared with the reference client") plus what the samples of
+tests/seed/samples.json use (``peer``, ``on_bin``,
 ``with_hivemind``, PONG, CASCADE aggregation); the constructor arguments and
 their defaults are the reference's. The requests themselves are written once in
 :class:`~hivemind_bus_client.client.core.ClientCore`; this face only says how

@@ -1,4 +1,4 @@
-"""HiveMind over HTTP polling: :class:`HTTPPollChannel` (docs/hub.md, "HTTP polling").
+"""HiveMind over HTTP polling: :class:`HTTPPollChannel` (docs/hub.md, "HTTP polling wire").
 
 For places where a long-lived websocket is not possible. The hub's HTTP
 listener keeps one link per access key; the frames are exactly the websocket

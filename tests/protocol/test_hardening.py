@@ -24,7 +24,7 @@ from hivemind_bus_client.connection import (
 )
 from hivemind_bus_client.exceptions import CloseCode
 from hivemind_bus_client.message import HiveMessage, HiveMessageType
-from hivemind_bus_client.protocol import crypto, handshake
+from hivemind_bus_client.protocol import crypto, handshake, intercom
 from hivemind_bus_client.protocol.events import FrameDropped, HandshakeComplete
 from hivemind_bus_client.protocol.replay import NonceGuard, Verdict
 from hivemind_bus_client.serialization import encode_frame
@@ -392,3 +392,17 @@ def test_no_secret_reaches_an_error_or_a_log_line(caplog: pytest.LogCaptureFixtu
     # The password envelope is a replayable proof and a fast hash of the password.
     leaks = [t for t in texts if PASSWORD in t or PSK in t or PSK[::-1] in t]
     assert not leaks, leaks[:3]
+
+
+@pytest.mark.parametrize("inner", ["deep-json", "deep-wrappers"])
+def test_a_trusted_intercom_nested_too_deep_is_tampered_not_a_recursion_error(inner: str) -> None:
+    sender, recipient = crypto.create_private_key(), crypto.create_private_key()
+    trust = intercom.TrustStore({"s": crypto.public_key_pem(sender)})
+    if inner == "deep-json":
+        text = '{"msg_type": "bus", "payload": {"type": "x", "data": ' + "[" * 5000
+        text += "]" * 5000 + "}}"
+    else:
+        text = _nested(40).serialize()
+    payload = crypto.hybrid_encrypt(text.encode(), recipient.public_key(), sender)
+    opened = intercom.open_sealed(payload, recipient, trust)
+    assert opened.result is intercom.IntercomResult.TAMPERED

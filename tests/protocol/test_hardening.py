@@ -195,6 +195,20 @@ def test_the_nonce_memory_is_bounded_and_forgets_the_oldest() -> None:
     assert len(off) == 0
 
 
+def test_the_replay_memory_of_a_busy_link_stays_under_300_kib() -> None:
+    tracemalloc.start()
+    try:
+        guard = NonceGuard()  # the default window
+        for n in range(10_000):
+            guard.check(n.to_bytes(16, "big"))
+            guard.sent((n + 10**9).to_bytes(16, "big"))
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(guard) == 2 * 1024
+    assert held < 300 * 1024, f"10,000 frames each way left {held // 1024} KiB of nonce memory"
+
+
 def test_the_window_is_configurable_on_the_connection() -> None:
     lp = pair({"replay_window": 0})
     lp.hub.events()

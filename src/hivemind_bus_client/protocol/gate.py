@@ -57,7 +57,7 @@ class FrameGate:
     """The limits and replay memory of one link (the arguments are the connection's).
 
     Defaults: 16 MiB per frame, 1 MiB inflated from a compressed binary frame,
-    16 KiB per frame before the handshake completes, 2048 nonces remembered
+    16 KiB per frame before the handshake completes, 1024 nonces remembered
     per direction (:mod:`~hivemind_bus_client.protocol.limits`,
     :mod:`~hivemind_bus_client.protocol.replay`).
     ``replays_dropped`` and ``reflections_dropped`` count the dropped frames.

@@ -9,8 +9,8 @@ end sealed; the connection drops a received frame whose nonce is in either.
 
 The memory is bounded: a frame older than the window (``window`` frames
 later) is no longer recognised. Protocol v3 numbers its frames and needs no
-such memory. Each remembered nonce costs about 90 bytes, so the default of
-2048 per direction is at most about 360 KiB per link, reached only by a link
+such memory. Each remembered nonce costs about 120 bytes, so the default of
+1024 per direction is at most about 250 KiB per link, reached only by a link
 that has carried that many frames under one key.
 """
 
@@ -21,7 +21,7 @@ from enum import Enum
 __all__ = ["DEFAULT_REPLAY_WINDOW", "NonceGuard", "Verdict"]
 
 #: Nonces remembered per direction on each link (see the module docstring).
-DEFAULT_REPLAY_WINDOW = 2048
+DEFAULT_REPLAY_WINDOW = 1024
 
 
 class Verdict(str, Enum):

@@ -420,3 +420,25 @@ def test_a_trusted_intercom_nested_too_deep_is_tampered_not_a_recursion_error(in
     payload = crypto.hybrid_encrypt(text.encode(), recipient.public_key(), sender)
     opened = intercom.open_sealed(payload, recipient, trust)
     assert opened.result is intercom.IntercomResult.TAMPERED
+
+
+def test_peer_values_quoted_in_errors_are_cut_to_a_few_hundred_characters() -> None:
+    lp = pair()
+    lp.hub.events()
+    forged = json.dumps({"msg_type": "x" * 100_000, "payload": {}})
+    lp.hub.receive_frame(lp.client.cipher.seal_text(forged))  # type: ignore[union-attr]
+    (close,) = closes(lp.hub)
+    assert close.error is not None and len(str(close.error)) < 300, len(str(close.error))
+    hub = Connection(Role.HUB, password="pw")
+    hub.start()
+    shake = {"encodings": ["y" * 1000] * 10, "envelope": crypto.password_envelope("pw")}
+    hub.receive_frame(HiveMessage(HiveMessageType.HANDSHAKE, shake).serialize())
+    (refused,) = closes(hub)
+    assert refused.error is not None and len(str(refused.error)) < 400, len(str(refused.error))
+    client = Connection(Role.CLIENT, password="pw")
+    client.start()
+    client.receive_frame(HiveMessage(HiveMessageType.HANDSHAKE, {"password": True}).serialize())
+    answer = {"envelope": crypto.password_envelope("pw"), "cipher": "z" * 50_000}
+    client.receive_frame(HiveMessage(HiveMessageType.HANDSHAKE, answer).serialize())
+    (bad,) = closes(client)
+    assert bad.error is not None and len(str(bad.error)) < 300, len(str(bad.error))

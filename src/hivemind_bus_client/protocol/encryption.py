@@ -39,6 +39,7 @@ from hivemind_bus_client.exceptions import (
 )
 from hivemind_bus_client.protocol import encodings
 from hivemind_bus_client.protocol.encodings import SupportedEncodings, get_encoding
+from hivemind_bus_client.protocol.limits import short_repr
 
 __all__ = [
     "TAG_SIZE",
@@ -77,7 +78,7 @@ def get_cipher(name: str | SupportedCiphers) -> SupportedCiphers:
     try:
         return _CIPHER_BY_NAME[name]
     except (KeyError, TypeError):
-        raise InvalidCipher(f"unknown cipher: {name!r}") from None
+        raise InvalidCipher(f"unknown cipher: {short_repr(name)}") from None
 
 
 def nonce_size(cipher: str | SupportedCiphers) -> int:

@@ -6,7 +6,9 @@ apply inside a frame, where a small frame could cost far more than its size:
 * :data:`DEFAULT_MAX_INFLATED`: what a compressed binary frame may inflate to
   (metadata and payload together). zlib inflates up to about 1000 times, so
   a raw limit of 16 MiB alone would let a 16 KiB frame become 16 MiB of JSON,
-  parsed and then forwarded.
+  parsed and then forwarded. Only binarized links compress JSON; one that
+  carries bigger JSON messages (base64 audio of more than about 20 s) raises
+  ``max_inflated`` on both ends, or sends the audio as BINARY (never compressed).
 * :data:`DEFAULT_MAX_HANDSHAKE_FRAME`: the largest frame read before the
   handshake completes (the opening's frames are a few KiB even with 8192-bit
   RSA keys); binary frames are refused unopened then.

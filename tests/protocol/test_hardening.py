@@ -442,3 +442,19 @@ def test_peer_values_quoted_in_errors_are_cut_to_a_few_hundred_characters() -> N
     client.receive_frame(HiveMessage(HiveMessageType.HANDSHAKE, answer).serialize())
     (bad,) = closes(client)
     assert bad.error is not None and len(str(bad.error)) < 300, len(str(bad.error))
+
+
+def test_a_password_holding_raw_bytes_works_and_no_part_of_it_is_quoted() -> None:
+    # A password read from a command line in another encoding holds lone
+    # surrogates standing for raw bytes; Python's own error quotes them.
+    raw = PASSWORD + "\udcff"
+    lp = LinkPair(Connection(Role.CLIENT, password=raw), Connection(Role.HUB, password=raw)).start()
+    assert lp.client.state is State.READY and lp.hub.state is State.READY
+    broken = PASSWORD + "\ud800"  # stands for no bytes at all: a configuration error
+    lp = LinkPair(
+        Connection(Role.CLIENT, password=broken), Connection(Role.HUB, password=broken)
+    ).start()
+    (close,) = lp.closes("client")
+    assert close.code == CloseCode.INTERNAL and close.error is not None
+    text = str(close.error) + close.reason
+    assert "\ud800" not in text and "position" not in text and PASSWORD not in text

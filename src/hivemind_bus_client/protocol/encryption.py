@@ -38,6 +38,7 @@ from hivemind_bus_client.exceptions import (
     InvalidKeySize,
 )
 from hivemind_bus_client.protocol import encodings
+from hivemind_bus_client.protocol.crypto import secret_bytes
 from hivemind_bus_client.protocol.encodings import SupportedEncodings, get_encoding
 from hivemind_bus_client.protocol.limits import short_repr
 
@@ -88,7 +89,7 @@ def nonce_size(cipher: str | SupportedCiphers) -> int:
 
 def _key_bytes(key: bytes | str) -> bytes:
     # The reference uses a str key as its raw UTF-8 bytes (no KDF, no truncation).
-    return key.encode("utf-8") if isinstance(key, str) else bytes(key)
+    return secret_bytes(key) if isinstance(key, str) else bytes(key)
 
 
 def _aead(key: bytes, cipher: SupportedCiphers) -> AESGCM | ChaCha20Poly1305:

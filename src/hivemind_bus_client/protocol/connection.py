@@ -27,9 +27,8 @@ in each state is :data:`~hivemind_bus_client.protocol.states.ACCEPTS`:
 carries the close code the I/O layer must use), :meth:`Connection.connection_lost`
 to ``CLOSED``. Failure is sticky: a closing or closed connection ignores input.
 
-Once a key exists only HELLO and HANDSHAKE may arrive in plaintext, and no
-application message is accepted before the handshake completes (a deliberate
-difference from the reference, which reads whatever arrives).
+What a received frame must pass first (size limits, the plaintext rules of a keyed
+link, replay and reflection checks) is :class:`~hivemind_bus_client.protocol.gate.FrameGate`'s.
 """
 
 from __future__ import annotations
@@ -39,26 +38,26 @@ from collections.abc import Sequence
 from typing import Any
 
 from hivemind_bus_client.exceptions import (
-    AuthenticationFailed,
     CloseCode,
     CryptoError,
     HiveMindError,
     InvalidState,
-    PayloadTooBig,
     ProtocolError,
 )
-from hivemind_bus_client.protocol import crypto, handshake
+from hivemind_bus_client.protocol import crypto, handshake, limits, replay
 from hivemind_bus_client.protocol.encodings import SupportedEncodings, get_encoding
 from hivemind_bus_client.protocol.encryption import LinkCipher, SupportedCiphers, get_cipher
 from hivemind_bus_client.protocol.events import (
     CloseRequested,
     Event,
+    FrameDropped,
     HandshakeComplete,
     HelloReceived,
     MessageReceived,
     PSKNeeded,
 )
-from hivemind_bus_client.protocol.framing import PLAINTEXT_TYPES, encode_message, open_frame
+from hivemind_bus_client.protocol.framing import encode_message
+from hivemind_bus_client.protocol.gate import FrameGate
 from hivemind_bus_client.protocol.handshake import (
     CLIENT_CIPHERS,
     CLIENT_ENCODINGS,
@@ -79,6 +78,7 @@ __all__ = [
     "CloseRequested",
     "Connection",
     "Event",
+    "FrameDropped",
     "HandshakeComplete",
     "HelloReceived",
     "MessageReceived",
@@ -119,7 +119,9 @@ class Connection(LinkSteps):
         hello: client only: the HELLO payload sent once keyed (``session``,
             ``site_id``, ``pubkey``).
         handshake_timeout: seconds from :meth:`start` until the link must be READY.
-        max_size: largest frame or decompressed payload accepted, in bytes.
+        max_size, max_inflated, max_handshake_frame, replay_window: the limits of
+            :attr:`gate` (:class:`~hivemind_bus_client.protocol.gate.FrameGate`, which
+            also counts ``replays_dropped`` and ``reflections_dropped``).
         resend_offer: hub only: seconds after :meth:`start` at which HELLO and the
             offer are sent again while the client is silent (the stock 0.4.4 client
             misses a prompt offer and would wait 5 s; one re-send, since each offer
@@ -148,8 +150,11 @@ class Connection(LinkSteps):
         hello: dict[str, Any] | None = None,
         v3: V3Settings | None = None,
         handshake_timeout: float = 20.0,
-        max_size: int = 16 * 1024 * 1024,
+        max_size: int = limits.DEFAULT_MAX_SIZE,
         resend_offer: Sequence[float] = (0.6,),
+        max_inflated: int = limits.DEFAULT_MAX_INFLATED,
+        max_handshake_frame: int = limits.DEFAULT_MAX_HANDSHAKE_FRAME,
+        replay_window: int = replay.DEFAULT_REPLAY_WINDOW,
     ) -> None:
         self.role = role
         self.state = State.HANDSHAKING
@@ -168,7 +173,7 @@ class Connection(LinkSteps):
         self.node_id = node_id
         self.hello = hello or {}
         self.handshake_timeout = handshake_timeout
-        self.max_size = max_size
+        self.gate = FrameGate(max_size, max_inflated, max_handshake_frame, replay_window)
         self.resend_offer = tuple(sorted(resend_offer))
         self.v3 = V3Link(role, v3) if v3 is not None else None
 
@@ -218,9 +223,12 @@ class Connection(LinkSteps):
         if self.v3 is not None and self.v3.in_session:
             return self._v3_frame(data)
         try:
-            if len(data) > self.max_size:
-                raise PayloadTooBig(f"frame of {len(data)} bytes exceeds {self.max_size}")
-            msg, binary, sealed = self._decode(data)
+            who = (self.peer if self.role is Role.HUB else self.node_id) or self.role.value
+            opened = self.gate.open(data, self.cipher, keyed=self.state is State.READY, who=who)
+            if isinstance(opened, FrameDropped):
+                self._events.append(opened)  # a replay or a reflection: never acted on
+                return
+            msg, binary, sealed = opened.message, opened.binary, opened.sealed
             if (
                 sealed
                 and self.state is State.HANDSHAKING
@@ -260,11 +268,13 @@ class Connection(LinkSteps):
         """The frame for ``message`` under the negotiated settings, without queueing it.
 
         Hubs use this to encode once per message; the frame is only valid on
-        this link (its key). A v3 message over one chunk needs :meth:`encode_frames`.
+        this link (its key); a v3 message over one chunk needs :meth:`encode_frames`.
+        A v1 frame's nonce is remembered: the frame is refused if it ever comes back.
         """
         if self.v3 is not None and self.v3.in_session:
             return self.v3.encode(message, single=True)[0]
-        return encode_message(message, self.cipher, self.binarize, self.compress)
+        nonce = self.gate.seal_nonce(self.cipher) if self.cipher else None
+        return encode_message(message, self.cipher, self.binarize, self.compress, nonce)
 
     def announce(self, peer: str, node_id: str | None = None) -> None:
         """Hub: tell the client its final peer string (encrypted HELLO)."""
@@ -276,10 +286,11 @@ class Connection(LinkSteps):
 
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Ask for the link to close; the I/O layer sees a :class:`CloseRequested`."""
+        pre_handshake = self.state is State.HANDSHAKING
         if not self._move(Trigger.CLOSE):
             return
         self.close_code, self.close_reason = code, reason
-        self._events.append(CloseRequested(code, reason))
+        self._events.append(CloseRequested(code, reason, pre_handshake=pre_handshake))
 
     def connection_lost(self, code: int | None = None, reason: str = "") -> None:
         """The transport is gone. Drops all key material."""
@@ -321,16 +332,6 @@ class Connection(LinkSteps):
 
     # -- receive path ------------------------------------------------------------
 
-    def _decode(self, data: str | bytes) -> tuple[HiveMessage, bool, bool]:
-        """Open a frame, then apply the plaintext rules of a keyed link."""
-        msg, binary, sealed = open_frame(data, self.cipher, self.max_size)
-        if not sealed and self.state is State.READY:
-            if binary:
-                raise AuthenticationFailed("unencrypted binary frame on an encrypted link")
-            if self.cipher and msg.msg_type not in PLAINTEXT_TYPES:
-                raise AuthenticationFailed(f"unencrypted {msg.msg_type.value} on an encrypted link")
-        return msg, binary, sealed
-
     def _dispatch(self, msg: HiveMessage, binary: bool) -> None:
         mtype = msg.msg_type
         kind = _KIND_OF.get(mtype, Inbound.APPLICATION)
@@ -362,6 +363,8 @@ class Connection(LinkSteps):
 
     def _keyed(self, link: LinkCipher | None, mode: HandshakeMode) -> None:
         first = self.state is State.HANDSHAKING
+        if link is not self.cipher:
+            self.gate.nonces.reset()  # frames of the old key no longer authenticate
         self.cipher = link
         self.mode = mode
         self._move(Trigger.KEYED)
@@ -383,7 +386,8 @@ class Connection(LinkSteps):
         # Peer faults carry their close code; an error without one here is our bug.
         code = exc.close_code if exc.close_code is not None else CloseCode.INTERNAL
         LOG.debug("closing link after peer fault (%s): %s", code, exc)
+        pre_handshake = self.state is State.HANDSHAKING
         self._move(Trigger.FAULT)
         self.close_code, self.close_reason = code, str(exc)
         self.cipher = None
-        self._events.append(CloseRequested(code, str(exc)[:120], exc))
+        self._events.append(CloseRequested(code, str(exc)[:120], exc, pre_handshake))

@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 from hivemind_bus_client.exceptions import (
     AuthenticationFailed,
+    ConfigurationError,
     CryptoError,
     DecodingError,
     DecryptionKeyError,
@@ -60,6 +61,7 @@ __all__ = [
     "rsa_unwrap",
     "rsa_verify",
     "rsa_wrap",
+    "secret_bytes",
     "verify_password_envelope",
 ]
 
@@ -78,11 +80,31 @@ PublicKey = rsa.RSAPublicKey
 # -- password handshake ------------------------------------------------------------
 
 
+def secret_bytes(secret: str) -> bytes:
+    """The UTF-8 bytes of a password or pre-shared key, with no part of it in any error.
+
+    Text read from a command line or a file in another encoding can hold lone
+    surrogates standing for raw bytes: those bytes are used as they were.
+    Python's own encoding error would quote the character and its position.
+
+    Raises:
+        ConfigurationError: text that stands for no bytes at all.
+    """
+    try:
+        return secret.encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    try:
+        return secret.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise ConfigurationError("a password or key is not valid text") from None
+
+
 def password_envelope(password: str, iv: bytes | None = None) -> str:
     """The 48-hex-character envelope that proves knowledge of ``password``."""
     if iv is None:
         iv = os.urandom(IV_SIZE)
-    digest = hashlib.sha256(iv + password.encode("utf-8")).digest()
+    digest = hashlib.sha256(iv + secret_bytes(password)).digest()
     return (iv + digest).hex()[:ENVELOPE_HEX_LEN]
 
 
@@ -102,7 +124,7 @@ def verify_password_envelope(envelope: str, password: str) -> bool:
         iv = envelope_iv(envelope)
     except DecodingError:
         return False
-    digest = hashlib.sha256(iv + password.encode("utf-8")).digest()
+    digest = hashlib.sha256(iv + secret_bytes(password)).digest()
     expected = (iv + digest).hex()[: len(envelope)]
     return hmac.compare_digest(expected, envelope.lower())
 
@@ -113,7 +135,7 @@ def derive_password_key(password: str, iv_a: bytes, iv_b: bytes) -> bytes:
         raise DecodingError("handshake IVs differ in length")
     salt = bytes(a ^ b for a, b in zip(iv_a, iv_b, strict=True))
     kdf = PBKDF2HMAC(algorithm=hashes.SHA256(), length=32, salt=salt, iterations=PBKDF2_ITERATIONS)
-    return kdf.derive(password.encode("utf-8"))
+    return kdf.derive(secret_bytes(password))
 
 
 # -- RSA keys ------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from types import ModuleType
 from typing import TypeVar, cast
 
 from hivemind_bus_client.exceptions import DecodingError, InvalidEncoding, Z85DecodeError
+from hivemind_bus_client.protocol.limits import short_repr
 
 __all__ = [
     "ACCELERATED",
@@ -82,7 +83,7 @@ def get_encoding(name: str | SupportedEncodings) -> SupportedEncodings:
     try:
         return _ENC_BY_NAME[name]
     except (KeyError, TypeError):
-        raise InvalidEncoding(f"unknown encoding: {name!r}") from None
+        raise InvalidEncoding(f"unknown encoding: {short_repr(name)}") from None
 
 
 # --------------------------------------------------------------------------

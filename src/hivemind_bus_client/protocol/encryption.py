@@ -38,7 +38,9 @@ from hivemind_bus_client.exceptions import (
     InvalidKeySize,
 )
 from hivemind_bus_client.protocol import encodings
+from hivemind_bus_client.protocol.crypto import secret_bytes
 from hivemind_bus_client.protocol.encodings import SupportedEncodings, get_encoding
+from hivemind_bus_client.protocol.limits import short_repr
 
 __all__ = [
     "TAG_SIZE",
@@ -77,7 +79,7 @@ def get_cipher(name: str | SupportedCiphers) -> SupportedCiphers:
     try:
         return _CIPHER_BY_NAME[name]
     except (KeyError, TypeError):
-        raise InvalidCipher(f"unknown cipher: {name!r}") from None
+        raise InvalidCipher(f"unknown cipher: {short_repr(name)}") from None
 
 
 def nonce_size(cipher: str | SupportedCiphers) -> int:
@@ -87,7 +89,7 @@ def nonce_size(cipher: str | SupportedCiphers) -> int:
 
 def _key_bytes(key: bytes | str) -> bytes:
     # The reference uses a str key as its raw UTF-8 bytes (no KDF, no truncation).
-    return key.encode("utf-8") if isinstance(key, str) else bytes(key)
+    return secret_bytes(key) if isinstance(key, str) else bytes(key)
 
 
 def _aead(key: bytes, cipher: SupportedCiphers) -> AESGCM | ChaCha20Poly1305:
@@ -144,6 +146,15 @@ class LinkCipher:
         self._dec = encodings.decoder(self.encoding)
         self._safe = self.encoding in _PLAIN_JSON_SAFE
 
+    @property
+    def nonce_size(self) -> int:
+        """Nonce length in bytes of this link's cipher."""
+        return self._nonce_size
+
+    def fresh_nonce(self) -> bytes:
+        """A new random nonce for this cipher (callers that remember what they sealed)."""
+        return os.urandom(self._nonce_size)
+
     # -- binary frames -------------------------------------------------------
 
     def seal_bytes(self, plaintext: bytes, nonce: bytes | None = None) -> bytes:
@@ -161,11 +172,16 @@ class LinkCipher:
             DecodingError: the frame is shorter than nonce + tag.
             DecryptionKeyError: the tag does not verify (tampered, or another key).
         """
+        return self.open_bytes_with_nonce(frame)[0]
+
+    def open_bytes_with_nonce(self, frame: bytes) -> tuple[bytes, bytes]:
+        """Decrypt a binary frame; returns (plaintext, nonce). Raises as :meth:`open_bytes`."""
         ns = self._nonce_size
         if len(frame) < ns + TAG_SIZE:
             raise DecodingError("encrypted frame too short")
+        nonce = bytes(frame[:ns])
         try:
-            return self._aead.decrypt(frame[:ns], frame[ns:], None)
+            return self._aead.decrypt(nonce, frame[ns:], None), nonce
         except InvalidTag:
             raise DecryptionKeyError("frame failed authentication") from None
 
@@ -203,6 +219,14 @@ class LinkCipher:
             DecodingError: not a well-formed envelope in this link's encoding.
             DecryptionKeyError: the tag does not verify.
         """
+        return self.open_text_with_nonce(frame)[0]
+
+    def open_text_with_nonce(self, frame: str | bytes | dict[str, Any]) -> tuple[bytes, bytes]:
+        """Decrypt a JSON text frame; returns (plaintext, nonce). Raises as :meth:`open_text`.
+
+        The nonce is the decoded bytes, so two spellings of one frame (hex in
+        upper or lower case, the tag apart or appended) give the same nonce.
+        """
         if isinstance(frame, dict):
             env = frame
         else:
@@ -210,6 +234,8 @@ class LinkCipher:
                 env = json.loads(frame)
             except (ValueError, UnicodeDecodeError) as exc:
                 raise DecodingError(f"encrypted frame is not JSON: {exc}") from None
+            except RecursionError:
+                raise DecodingError("encrypted frame is nested too deeply") from None
         if not isinstance(env, dict):
             raise DecodingError("encrypted frame is not a JSON object")
         try:
@@ -229,7 +255,7 @@ class LinkCipher:
         if len(nonce) != self._nonce_size or len(ct) < TAG_SIZE:
             raise DecodingError("encrypted frame has a bad nonce or tag length")
         try:
-            return self._aead.decrypt(nonce, ct, None)
+            return self._aead.decrypt(nonce, ct, None), nonce
         except InvalidTag:
             raise DecryptionKeyError("frame failed authentication") from None
 

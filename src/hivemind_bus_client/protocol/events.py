@@ -15,6 +15,7 @@ from hivemind_bus_client.protocol.message import HiveMessage
 __all__ = [
     "CloseRequested",
     "Event",
+    "FrameDropped",
     "HandshakeComplete",
     "HelloReceived",
     "MessageReceived",
@@ -83,9 +84,28 @@ class MessageReceived(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class FrameDropped(Event):
+    """A sealed frame was dropped unread: ``reason`` is ``replay`` or ``reflection``.
+
+    ``count`` is how many frames this link has dropped for that reason so
+    far. The link stays open: a frame of the peer's sent again, or one of
+    ours sent back, is never acted on.
+    """
+
+    reason: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class CloseRequested(Event):
-    """The link must close with ``code``; ``error`` is the cause when it was a fault."""
+    """The link must close with ``code``; ``error`` is the cause when it was a fault.
+
+    ``pre_handshake`` is true when the close came before the handshake
+    completed (a fault, or the handshake timeout): a hub counts those against
+    the peer's address in its throttle, as it does wrong passwords.
+    """
 
     code: int
     reason: str
     error: HiveMindError | None = field(default=None)
+    pre_handshake: bool = False

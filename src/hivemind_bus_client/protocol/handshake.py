@@ -51,6 +51,7 @@ from hivemind_bus_client.exceptions import (
 from hivemind_bus_client.protocol import crypto
 from hivemind_bus_client.protocol.encodings import SupportedEncodings
 from hivemind_bus_client.protocol.encryption import LinkCipher, SupportedCiphers
+from hivemind_bus_client.protocol.limits import short_repr
 
 __all__ = [
     "CLIENT_CIPHERS",
@@ -162,7 +163,8 @@ def choose(offered: Any, allowed: Sequence[str], what: str, prefer_own_order: bo
         picks = [o for o in offered if o in allowed]
     if not picks:
         raise NegotiationFailed(
-            f"no common {what}: client offers {offered}, hub allows {list(allowed)}"
+            f"no common {what}: client offers {short_repr(offered, 200)},"
+            f" hub allows {list(allowed)}"
         )
     return picks[0]
 

@@ -45,6 +45,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from hivemind_bus_client.exceptions import CryptoError, DecryptionKeyError, HiveMindError
 from hivemind_bus_client.protocol import crypto
+from hivemind_bus_client.protocol.limits import check_wrap_depth
 from hivemind_bus_client.protocol.message import HiveMessage, HiveMessageType
 
 LOG = logging.getLogger(__name__)
@@ -232,8 +233,11 @@ def open_sealed(payload: Any, private_key: crypto.PrivateKey, trusted: TrustStor
     if sender is None:
         return Opened(IntercomResult.UNTRUSTED)
     try:
-        inner = HiveMessage.deserialize(json.loads(plaintext.decode("utf-8")))
-    except (ValueError, UnicodeDecodeError, HiveMindError):
+        obj = json.loads(plaintext.decode("utf-8"))
+        if isinstance(obj, dict):
+            check_wrap_depth(obj.get("msg_type"), obj.get("payload"))
+        inner = HiveMessage.deserialize(obj)
+    except (ValueError, UnicodeDecodeError, RecursionError, HiveMindError):
         # Signed by a trusted key yet not a message: treat as tampering.
         return Opened(IntercomResult.TAMPERED)
     return Opened(IntercomResult.OPENED, inner, sender)

@@ -25,6 +25,7 @@ from typing import Any
 from ovos_bus_client.message import Message
 
 from hivemind_bus_client.exceptions import InvalidMessage
+from hivemind_bus_client.protocol.limits import short_repr
 from hivemind_bus_client.protocol.msgtypes import (
     OVOS_TYPES,
     TRANSPORT_TYPES,
@@ -57,7 +58,7 @@ def _message_type(value: Any) -> HiveMessageType:
     try:
         return _BY_VALUE[value]
     except (KeyError, TypeError):
-        raise InvalidMessage(f"Unknown HiveMessage.msg_type: {value!r}") from None
+        raise InvalidMessage(f"Unknown HiveMessage.msg_type: {short_repr(value)}") from None
 
 
 def ovos_to_dict(message: Message) -> dict[str, Any]:
@@ -128,7 +129,7 @@ class HiveMessage:
                 self.bin_type = HiveMindBinaryPayloadType(bin_type)
             except ValueError:
                 if not isinstance(bin_type, int) or not 0 <= bin_type <= 15:
-                    raise InvalidMessage(f"bin_type out of range: {bin_type!r}") from None
+                    raise InvalidMessage(f"bin_type out of range: {short_repr(bin_type)}") from None
                 self.bin_type = bin_type  # type: ignore[assignment]
         else:
             if bin_type:
@@ -155,6 +156,8 @@ class HiveMessage:
                 payload = json.loads(payload)
             except ValueError as exc:
                 raise InvalidMessage(f"payload is not JSON: {exc}") from None
+            except RecursionError:
+                raise InvalidMessage("payload is nested too deeply") from None
         if not payload:
             return {}
         if isinstance(payload, Message):
@@ -310,6 +313,8 @@ class HiveMessage:
                 data = json.loads(data)
             except (ValueError, UnicodeDecodeError) as exc:
                 raise InvalidMessage(f"not JSON: {exc}") from None
+            except RecursionError:
+                raise InvalidMessage("JSON nested too deeply") from None
         if not isinstance(data, dict):
             raise InvalidMessage("a HiveMessage must be a JSON object")
         if "msg_type" in data:

@@ -206,6 +206,8 @@ def _read_bytes(frame: bytes, pos: int, nbytes: int) -> bytes:
 
 
 def _inflate(data: bytes, limit: int) -> bytes:
+    # max_length stops zlib once limit + 1 bytes are out: a bomb costs at most
+    # that much memory, however far it would inflate.
     d = zlib.decompressobj()
     try:
         out = d.decompress(data, limit + 1)
@@ -223,6 +225,8 @@ def _json_obj(data: bytes, what: str) -> dict[str, Any]:
         value = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise DecodingError(f"{what} is not JSON: {exc}") from None
+    except RecursionError:
+        raise DecodingError(f"{what} is nested too deeply") from None
     if not isinstance(value, dict):
         raise DecodingError(f"{what} must be a JSON object")
     return value
@@ -233,12 +237,13 @@ def decode_frame(frame: bytes, max_size: int = DEFAULT_MAX_SIZE) -> HiveMessage:
 
     Args:
         frame: the frame bytes (after decryption).
-        max_size: limit on any decompressed part, against zlib bombs.
+        max_size: limit on the decompressed metadata and payload together,
+            against zlib bombs; nothing is inflated past it.
 
     Raises:
         DecodingError: truncated or malformed frame, bad zlib or JSON.
         UnsupportedProtocolVersion: a version byte above 1.
-        PayloadTooBig: a decompressed part over ``max_size``.
+        PayloadTooBig: decompressed parts over ``max_size``.
         InvalidMessage: a payload that does not fit its type.
     """
     frame = bytes(frame)
@@ -274,7 +279,7 @@ def decode_frame(frame: bytes, max_size: int = DEFAULT_MAX_SIZE) -> HiveMessage:
     if compressed:
         meta_raw = _inflate(meta_raw, max_size)
         if mtype is not _BINARY:
-            payload = _inflate(payload, max_size)
+            payload = _inflate(payload, max_size - len(meta_raw))
     metadata = _json_obj(meta_raw, "metadata") if meta_raw else {}
     if mtype is _BINARY:
         return HiveMessage(_BINARY, payload, bin_type=bin_type, metadata=metadata)

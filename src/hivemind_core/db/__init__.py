@@ -9,4 +9,5 @@ modules here are split so each reads in one sitting:
 * :mod:`.redis_db`: several hubs sharing one Redis server;
 * :mod:`.json_db`: the reference's ``clients.json`` format, for import and export;
 * :mod:`.migration`: copies between databases and the import of a reference ``clients.json``.
+* :mod:`.private`: the database files are created 0600 in a 0700 folder.
 """

@@ -43,6 +43,7 @@ from hivemind_core.db.model import (
     InvalidClientError,
     keys_equal,
 )
+from hivemind_core.db.private import FILE_MODE, private_dir
 
 try:  # advisory locking is POSIX only; elsewhere writes are atomic but unlocked
     import fcntl
@@ -188,14 +189,14 @@ class JsonDatabase(ClientDatabase):
     @contextlib.contextmanager
     def _file_lock(self) -> Iterator[None]:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
         except OSError as exc:
             raise BackendUnavailable(f"cannot create {self.path.parent}: {exc}") from None
         if fcntl is None:  # pragma: no cover
             yield
             return
         lock_path = self.path.with_name(self.path.name + ".lock")
-        with open(lock_path, "a+b") as handle:
+        with open(os.open(lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE), "a+b") as handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             try:
                 yield
@@ -219,9 +220,9 @@ class JsonDatabase(ClientDatabase):
         data = {str(cid): records[cid].to_dict() for cid in sorted(records)}
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            tmp.write_text(
-                json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True), encoding="utf-8"
-            )
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+            with open(fd, "w", encoding="utf-8") as handle:
+                handle.write(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True))
             os.replace(tmp, self.path)
         except OSError as exc:
             raise BackendUnavailable(f"cannot write {self.path}: {exc}") from None

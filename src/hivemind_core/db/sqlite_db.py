@@ -38,6 +38,7 @@ from hivemind_core.db.model import (
     keys_equal,
     record_json,
 )
+from hivemind_core.db.private import private_dir, private_file
 
 __all__ = ["SQLiteDatabase", "default_sqlite_path"]
 
@@ -97,9 +98,14 @@ class SQLiteDatabase(ClientDatabase):
                 if candidate.is_file():
                     legacy = candidate
             try:
-                p.parent.mkdir(parents=True, exist_ok=True)
+                private_dir(p.parent)
+                private_file(p)
+                for suffix in ("-wal", "-shm"):
+                    companion = p.with_name(p.name + suffix)
+                    if companion.exists():
+                        private_file(companion)
             except OSError as exc:
-                raise BackendUnavailable(f"cannot create {p.parent}: {exc}") from None
+                raise BackendUnavailable(f"cannot create {p}: {exc}") from None
         try:
             self._conn = sqlite3.connect(
                 self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False

@@ -130,6 +130,7 @@ class Admission:
             return None
         self.node.count("auth_throttled")
         retry = int(self.throttle.retry_after(address, now)) + 1
+        LOG.info("refused connection from %s: too many failed authentications", address)
         return Refusal(
             Refused.THROTTLED,
             CloseCode.TRY_AGAIN,

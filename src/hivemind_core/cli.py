@@ -29,6 +29,7 @@ from typing import Any
 
 import click
 
+from hivemind_core import logs
 from hivemind_core.cli_clients import commands
 from hivemind_core.cli_support import CliState, current, fail
 from hivemind_core.database import DatabaseError
@@ -75,11 +76,7 @@ def cli(
     verbose: bool,
 ) -> None:
     """Administer a HiveMind hub: its clients, their permissions, and the listener."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(verbose)
     state = CliState(config_path, backend, db_path, redis_url, redis_prefix)
     ctx.obj = state
     ctx.call_on_close(state.close)
@@ -162,6 +159,7 @@ def listen(
     mqtt_password: str | None = None,
 ) -> None:
     """Run the hub until interrupted."""
+    logs.announce()
     config = current().config
     overrides: dict[str, Any] = {
         "host": host,

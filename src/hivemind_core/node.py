@@ -208,8 +208,12 @@ class HubNode(Delivery):
         self.sinks[peer] = sink
         self.sessions[peer] = session
         self.touch(client)
-        if LOG.isEnabledFor(logging.DEBUG):
-            LOG.debug("registered %s (site %s)", peer, session.site_id)
+        LOG.info(
+            "satellite %s connected (client %s, site %s)",
+            peer,
+            client.client_id,
+            session.site_id or "-",
+        )
         try:
             self.agent.client_connected(peer, session.session_id)
         except Exception:
@@ -226,6 +230,7 @@ class HubNode(Delivery):
 
     def remove_satellite(self, peer: str, sink: Sink, client: Any) -> None:
         """Forget a satellite: answer what waited on it, free its name, tell the agent."""
+        LOG.info("satellite %s left", peer)
         self.touch(client)
         self.remove_link(peer, sink)
         self.sessions.pop(peer, None)

@@ -140,7 +140,7 @@ class HubServer(HubNode):
                 self.upstream = None
                 await self.stop()
                 raise
-        LOG.info(
+        LOG.debug(
             "HiveMind hub %s listening on %s://%s:%d (agent: %s)",
             self.node_id,
             "wss" if self.ssl_context else "ws",

@@ -104,6 +104,22 @@ def build_server(
     )
 
 
+def started_line(server: HubServer, database: Any) -> str:
+    """The one line ``listen`` logs at start: address, transports, agent, database, protocol."""
+    cfg = server.config
+    transports = [f"{'wss' if server.ssl_context else 'ws'}:{server.port}"]
+    if cfg.http_port:
+        transports.append(f"{'https' if server.ssl_context else 'http'}:{cfg.http_port}")
+    if cfg.mqtt_host:
+        transports.append(f"mqtt:{cfg.mqtt_host}:{cfg.mqtt_port}")
+    where = getattr(database, "path", None) or getattr(database, "url_redacted", None) or "-"
+    backend = getattr(database, "backend_name", type(database).__name__)
+    return (
+        f"HiveMind hub {server.node_id} listening on {cfg.host} ({', '.join(transports)}); "
+        f"agent {server.agent.name}; database {backend} {where}; protocol v0-v1"
+    )
+
+
 async def serve(config: HubConfig, database: Any | None = None) -> None:
     """Run a hub until cancelled or until SIGINT/SIGTERM."""
     own_db = database is None
@@ -129,6 +145,7 @@ async def serve(config: HubConfig, database: Any | None = None) -> None:
             from hivemind_core.mqtt_listener import start_mqtt_listener
 
             mqtt_listener = await start_mqtt_listener(server)
+        LOG.info("%s", started_line(server, database))
         await stop.wait()
         LOG.info("stopping the hub")
     finally:

@@ -26,6 +26,7 @@ from hivemind_bus_client.transport.websocket import ServerWebSocketChannel
 from hivemind_core.admission import Refusal, parse_authorization
 from hivemind_core.links import SatelliteLink
 from hivemind_core.listeners import Hub
+from hivemind_core.logs import install_redaction
 
 __all__ = ["WebSocketListener", "remote_host"]
 
@@ -64,6 +65,7 @@ class WebSocketListener:
         """Bind and serve; returns once the socket is bound."""
         cfg = self.node.config
         self.hub.upkeep.watch_idle(cfg.idle_timeout)
+        install_redaction()  # websockets' DEBUG request lines carry the authorization query
         self._server = await serve(
             self._handler,
             self.host,

@@ -3,11 +3,19 @@
 Every listener (websocket, HTTP, MQTT) admits a satellite the same way, through
 :meth:`Admission.check`:
 
-1. an address over its failed-authentication budget is refused before
-   anything else (:class:`~hivemind_core.throttle.AuthThrottle`);
-2. the ``authorization`` value, ``base64(useragent:access_key)``, must parse;
-3. the access key must name a live client record (never the reference's
-   ``revoked`` tombstone).
+1. the ``authorization`` value, ``base64(useragent:access_key)``, must parse;
+2. the access key must name a live client record (never the reference's
+   ``revoked`` tombstone);
+3. the failed-authentication throttle
+   (:class:`~hivemind_core.throttle.AuthThrottle`) has room: malformed
+   authorizations and unknown keys count against the address, a wrong
+   password against the address *and* key. So a key guesser is refused
+   (429) at its address, and a password guesser for one key, while a client
+   with the right key behind the same NAT or proxy still gets in.
+
+The client's address is the TCP peer's, or, when that peer is a trusted
+reverse proxy (``HubConfig.trusted_proxies``), the last ``X-Forwarded-For``
+entry that is not itself a trusted proxy (:func:`client_address`).
 
 A refusal says what happened (:class:`Refusal`: a close code and a one-line
 reason, plus the HTTP status and ``Retry-After`` a listener answering HTTP
@@ -22,7 +30,10 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import hashlib
+import ipaddress
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -38,8 +49,10 @@ __all__ = [
     "Refusal",
     "Refused",
     "authorization_token",
+    "client_address",
     "parse_authorization",
     "parse_token",
+    "proxy_networks",
 ]
 
 LOG = logging.getLogger(__name__)
@@ -83,6 +96,53 @@ def parse_authorization(path: str) -> tuple[str, str] | None:
     return parse_token(values[0])
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def proxy_networks(cidrs: Iterable[str]) -> tuple[Network, ...]:
+    """The networks of ``HubConfig.trusted_proxies``.
+
+    Raises:
+        ValueError: an entry is not a CIDR or address.
+    """
+    return tuple(ipaddress.ip_network(c.strip(), strict=False) for c in cidrs)
+
+
+def _trusted(address: str, proxies: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip().strip("[]"))
+    except ValueError:
+        return False
+    return any(ip in net for net in proxies)
+
+
+def client_address(peer: str, forwarded: str | None, proxies: tuple[Network, ...]) -> str:
+    """The client's address: ``peer``, or what a trusted proxy says in ``X-Forwarded-For``.
+
+    Entries are read right to left (each proxy appends the address it saw);
+    the first one that is not a trusted proxy is the client. A header from an
+    untrusted peer, or a malformed entry, leaves ``peer``.
+    """
+    if not forwarded or not proxies or not _trusted(peer, proxies):
+        return peer
+    for entry in reversed(forwarded.split(",")):
+        candidate = entry.strip()
+        try:
+            ipaddress.ip_address(candidate.strip("[]"))
+        except ValueError:
+            return peer
+        if not _trusted(candidate, proxies):
+            return candidate
+    return peer
+
+
+def _slot(address: str, key: str | None) -> str:
+    """The throttle's slot: the address, or the address and (a digest of) the key."""
+    if key is None:
+        return address
+    return f"{address} {hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
 class Refused(enum.Enum):
     """Why a link was not admitted."""
 
@@ -123,13 +183,34 @@ class Admission:
     def __init__(self, node: HubNode, throttle: AuthThrottle) -> None:
         self.node = node
         self.throttle = throttle
+        self.proxies = proxy_networks(getattr(node.config, "trusted_proxies", ()) or ())
 
-    def blocked(self, address: str, now: float) -> Refusal | None:
-        """A refusal when ``address`` is over its failed-auth budget (counted), else None."""
-        if not self.throttle.blocked(address, now):
+    def address(self, peer: str, forwarded: str | None) -> str:
+        """The client's address behind ``peer`` (see :func:`client_address`)."""
+        return client_address(peer, forwarded, self.proxies)
+
+    def throttled(self, creds: tuple[str, str] | None, address: str, now: float) -> Refusal | None:
+        """The throttle's refusal :meth:`check` would give, counting no failure (else None).
+
+        For a listener that refuses before its upgrade (websocket HTTP 429).
+        """
+        if creds is None:
+            return self.blocked(address, now)
+        try:
+            client = self.lookup(creds[1])
+        except Exception:
+            return None  # check() answers "unavailable"
+        if client is None:
+            return self.blocked(address, now)
+        return self.blocked(address, now, creds[1])
+
+    def blocked(self, address: str, now: float, key: str | None = None) -> Refusal | None:
+        """A refusal when ``address`` (with ``key``) is over its failed-auth budget, else None."""
+        slot = _slot(address, key)
+        if not self.throttle.blocked(slot, now):
             return None
         self.node.count("auth_throttled")
-        retry = int(self.throttle.retry_after(address, now)) + 1
+        retry = int(self.throttle.retry_after(slot, now)) + 1
         LOG.info("refused connection from %s: too many failed authentications", address)
         return Refusal(
             Refused.THROTTLED,
@@ -152,18 +233,18 @@ class Admission:
             return None
         return client
 
-    def failed(self, address: str, reason: str) -> None:
-        """Count one failed authentication of ``address`` (throttle and stats)."""
+    def failed(self, address: str, reason: str, key: str | None = None) -> None:
+        """Count one failed authentication of ``address`` (with ``key``: a wrong password)."""
         self.node.count("auth_failures")
-        self.throttle.failure(address, self.node.now())
+        self.throttle.failure(_slot(address, key), self.node.now())
         LOG.info("refused connection from %s: %s", address, reason)
 
     def check(self, creds: tuple[str, str] | None, address: str, now: float) -> Admitted | Refusal:
         """Admit ``creds`` (from :func:`parse_authorization`) coming from ``address``."""
-        refusal = self.blocked(address, now)
-        if refusal is not None:
-            return refusal
         if creds is None:
+            refusal = self.blocked(address, now)
+            if refusal is not None:
+                return refusal
             reason = "missing or malformed authorization"
             self.failed(address, reason)
             return Refusal(Refused.MALFORMED, CloseCode.POLICY, 401, reason)
@@ -177,6 +258,12 @@ class Admission:
                 Refused.UNAVAILABLE, CloseCode.INTERNAL, 500, "client database unavailable"
             )
         if client is None:
+            refusal = self.blocked(address, now)
+            if refusal is not None:
+                return refusal
             self.failed(address, "invalid access key")
             return Refusal(Refused.UNKNOWN_KEY, CloseCode.POLICY, 401, "invalid access key")
+        refusal = self.blocked(address, now, key)
+        if refusal is not None:
+            return refusal
         return Admitted(client, useragent, key)

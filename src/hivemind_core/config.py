@@ -184,6 +184,12 @@ class HubConfig:
     #: The master hub this hub joins (nested hives).
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
 
+    # -- client addresses (failed-auth throttle) --------------------------------
+    #: CIDRs of reverse proxies whose ``X-Forwarded-For`` names the client's
+    #: address (the throttle then counts that address, not the proxy's); from
+    #: any other peer the header is ignored. Default: none trusted.
+    trusted_proxies: list[str] = field(default_factory=list)
+
     #: Unknown keys found in the file, kept so a save does not lose them.
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -34,6 +34,7 @@ from hivemind_bus_client.exceptions import CloseCode, HandshakeError
 from hivemind_bus_client.protocol.connection import (
     CloseRequested,
     Event,
+    FrameDropped,
     HandshakeComplete,
     HelloReceived,
     MessageReceived,
@@ -229,10 +230,20 @@ class SatelliteLink:
         elif isinstance(event, CloseRequested):
             self.closing = True
             if isinstance(event.error, HandshakeError) and event.code == CloseCode.POLICY:
-                self.admission.failed(self.address, event.reason)
-            elif event.error is not None:
+                # A wrong password: counted against this address and key only.
+                self.admission.failed(self.address, event.reason, self.key)
+                return
+            if event.error is not None:
                 self.node.count("protocol_errors")
                 LOG.info("closing %s: %s (%d)", self.peer or self.address, event.reason, event.code)
+            if event.pre_handshake:
+                # A fault or a timeout before keying: counted against the address.
+                self.node.count("pre_handshake_closes")
+                self.admission.failed(self.address, event.reason)
+        elif isinstance(event, FrameDropped):
+            self.node.count(f"{event.reason}s_dropped")  # replays_dropped, reflections_dropped
+            if event.count == 1:
+                LOG.info("dropping %s frames from %s", event.reason, self.peer or self.address)
 
     def _register(self, hello: dict[str, Any]) -> None:
         """Name the link after its session and add it to the node (or update it)."""

@@ -100,16 +100,29 @@ def test_a_broken_database_is_unavailable_not_a_failed_login() -> None:
     assert node.stats["errors"] == 1 and node.stats.get("auth_failures", 0) == 0
 
 
-def test_an_address_over_budget_is_refused_even_with_a_good_key() -> None:
+def test_an_address_over_budget_refuses_guessed_keys_but_admits_a_good_key() -> None:
     adm, node, now = admission(FakeDB("good"), budget=2)
     for _ in range(2):
         assert isinstance(adm.check(("ua", "bad"), "a", now[0]), Refusal)
-    verdict = adm.check(("ua", "good"), "a", now[0])
+    verdict = adm.check(("ua", "bad2"), "a", now[0])
     assert isinstance(verdict, Refusal) and verdict.why is Refused.THROTTLED
     assert (verdict.code, verdict.status) == (CloseCode.TRY_AGAIN, 429)
     assert verdict.retry_after is not None and verdict.retry_after >= 1
     assert node.stats["auth_throttled"] == 1
-    # another address is not affected, and the window passes
+    # a right key from the same address (a shared NAT) still gets in
+    assert isinstance(adm.check(("ua", "good"), "a", now[0]), Admitted)
+    now[0] += 61
+    assert not isinstance(adm.check(("ua", "bad"), "a", now[0]), Admitted)
+    assert adm.check(("ua", "bad"), "a", now[0]).why is Refused.UNKNOWN_KEY  # type: ignore[union-attr]
+
+
+def test_wrong_passwords_throttle_that_key_at_that_address_only() -> None:
+    adm, _node, now = admission(FakeDB("good"), budget=2)
+    for _ in range(2):
+        adm.failed("a", "wrong password", "good")
+    verdict = adm.check(("ua", "good"), "a", now[0])
+    assert isinstance(verdict, Refusal) and verdict.why is Refused.THROTTLED
     assert isinstance(adm.check(("ua", "good"), "b", now[0]), Admitted)
+    assert adm.blocked("a", now[0]) is None  # the address itself is not locked out
     now[0] += 61
     assert isinstance(adm.check(("ua", "good"), "a", now[0]), Admitted)

@@ -195,11 +195,15 @@ def test_failed_auth_throttling_per_address() -> None:
                 c = TestClient(hub.port, "bad-key", "pw")
                 with pytest.raises(ConnectionError):
                     await c.connect()
-            # Over budget: refused at the upgrade, even with a good key.
+            # Over budget: another guess is refused at the upgrade...
             with pytest.raises(InvalidStatus) as info:
-                await raw_connect(hub.port, auth_path(row.api_key))
+                await raw_connect(hub.port, auth_path("bad-key-2"))
             assert info.value.response.status_code == 429
             assert hub.server.stats["auth_throttled"] >= 1
+            # ...while the right key from the same address still gets in.
+            ok = TestClient(hub.port, row.api_key, "pw")
+            await ok.connect()
+            await ok.close()
 
     run(scenario())
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import stat
 import subprocess
 import urllib.error
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from interop import harness
 from support.net import free_port, wait_until
@@ -27,9 +28,15 @@ from .hub import CLI, Creds, Hub, eventually, satellite, url, utterance
 
 
 @contextlib.contextmanager
-def hub_with_http(tmp: Path, *, verbose: bool) -> Iterator[tuple[Hub, int]]:
+def hub_with_http(
+    tmp: Path, *, verbose: bool, config: dict[str, object] | None = None
+) -> Iterator[tuple[Hub, int]]:
     """Register ``sat`` and ``victim`` and run ``hivemind-core [-v] listen --http-port``."""
     env = harness.isolated_env(tmp)
+    if config is not None:
+        folder = tmp / "config" / "hivemind-core"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "server.json").write_text(json.dumps(config))
     creds = {}
     for name in ("sat", "victim"):
         c = Creds(key=f"key-{name}-{uuid.uuid4().hex[:8]}", password=f"pw-{uuid.uuid4().hex}")
@@ -182,3 +189,96 @@ def test_listen_without_v_logs_1_start_line_1_per_connect_leave_and_refusal(
         refusals = [ln for ln in lines if "refused" in ln]
         assert len(refusals) == 1 and "invalid access key" in refusals[0], lines
         assert not [ln for ln in hub.log().splitlines() if ln.startswith("DEBUG")]
+
+
+# ---- item 16: the throttle keys by address and key; trusted proxies -------------------
+
+
+async def attempt(hub: Hub, key: str, forwarded: str | None = None) -> str:
+    """One websocket login with ``key``: ``"429"``, ``"open"``, or the close code."""
+    headers = {"X-Forwarded-For": forwarded} if forwarded else None
+    try:
+        async with connect(url(hub, key), ping_interval=None, additional_headers=headers) as ws:
+            try:
+                await asyncio.wait_for(ws.recv(), 2)
+            except TimeoutError:
+                return "open"
+            except ConnectionClosed:
+                return str(ws.close_code)
+            return "open"
+    except InvalidStatus as exc:
+        return str(exc.response.status_code)
+
+
+def test_11_wrong_guesses_from_one_address_leave_a_right_key_from_it_1_login(
+    tmp_path: Path,
+) -> None:
+    with hub_with_http(tmp_path, verbose=False) as (hub, _):
+
+        async def scenario() -> None:
+            for _ in range(11):
+                await attempt(hub, "guess-" + uuid.uuid4().hex)
+            assert await attempt(hub, "guess-" + uuid.uuid4().hex) == "429", "key guesser"
+            for _ in range(11):
+                await wrong_password(hub)
+            assert await attempt(hub, hub.creds["victim"].key) == "429", "password guesser"
+            sat = await asyncio.wait_for(satellite(hub, "sat"), 10)  # the right key, same address
+            await sat.close()
+
+        run(scenario())
+
+
+def test_x_forwarded_for_is_honoured_only_from_1_trusted_proxy_cidr(tmp_path: Path) -> None:
+    config = {"trusted_proxies": ["127.0.0.0/8"]}
+    with hub_with_http(tmp_path, verbose=False, config=config) as (hub, _):
+
+        async def scenario() -> None:
+            for _ in range(11):
+                await attempt(hub, "guess-" + uuid.uuid4().hex, "10.0.0.1")
+            assert await attempt(hub, "guess-" + uuid.uuid4().hex, "10.0.0.1") == "429"
+            other = await attempt(hub, "guess-" + uuid.uuid4().hex, "10.0.0.2")
+            assert other == "1008", f"another client behind the proxy got {other}"
+
+        run(scenario())
+
+    with hub_with_http(tmp_path / "untrusted", verbose=False) as (hub, _):
+
+        async def spoofed() -> None:
+            for i in range(11):
+                await attempt(hub, "guess-" + uuid.uuid4().hex, f"10.0.1.{i}")
+            got = await attempt(hub, "guess-" + uuid.uuid4().hex, "10.0.2.1")
+            assert got == "429", f"a spoofed X-Forwarded-For from an untrusted peer got {got}"
+
+        run(spoofed())
+
+
+# ---- items 6 and 8, hub part: dropped frames and pre-handshake faults are counted ----
+
+
+def test_a_replayed_frame_counts_1_replays_dropped_and_a_pre_handshake_fault_1_failure() -> None:
+    from hub.hubkit import TestClient, auth_path
+    from hub.hubkit import running_hub as inprocess_hub
+
+    async def scenario() -> None:
+        async with inprocess_hub() as hub:
+            row = hub.db.add_client("sat", password="pw")
+            sat = await TestClient(hub.port, row.api_key, "pw").connect()
+            sat.conn.send(utterance("replay me"))
+            frames = sat.conn.frames_to_send()
+            for _ in range(2):
+                await sat.send_raw(frames[-1])
+            stats = hub.server.stats
+            assert await eventually(lambda: stats.get("replays_dropped", 0) == 1), dict(stats)
+            await sat.close()
+            before = stats.get("auth_failures", 0)
+            async with connect(f"ws://127.0.0.1:{hub.port}{auth_path(row.api_key)}") as ws:
+                await ws.send("{not json")
+                with contextlib.suppress(ConnectionClosed):
+                    while True:
+                        await asyncio.wait_for(ws.recv(), 5)
+            assert await eventually(lambda: stats.get("auth_failures", 0) == before + 1), dict(
+                stats
+            )
+            assert stats.get("pre_handshake_closes") == 1, dict(stats)
+
+    run(scenario())

@@ -227,7 +227,8 @@ class HTTPListener:
     # -- HTTP -----------------------------------------------------------------------
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        address = request.remote or "unknown"
+        forwarded = request.headers.get("X-Forwarded-For")
+        address = self.hub.admission.address(request.remote or "unknown", forwarded)
         try:
             return await self._route(request, address)
         except HTTPRefusal as exc:

@@ -102,8 +102,11 @@ class WebSocketListener:
                 await asyncio.wait_for(server.wait_closed(), 5)
 
     def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
-        """Refuse addresses over their failed-auth budget before the upgrade."""
-        refusal = self.hub.admission.blocked(remote_host(ws), self.node.now())
+        """Refuse addresses (and keys) over their failed-auth budget before the upgrade."""
+        admission = self.hub.admission
+        address = admission.address(remote_host(ws), request.headers.get("X-Forwarded-For"))
+        creds = parse_authorization(request.path)
+        refusal = admission.throttled(creds, address, self.node.now())
         if refusal is None:
             return None
         response = ws.respond(http.HTTPStatus.TOO_MANY_REQUESTS, refusal.reason + "\n")
@@ -112,7 +115,8 @@ class WebSocketListener:
 
     async def _handler(self, ws: ServerConnection) -> None:
         node = self.node
-        address = remote_host(ws)
+        forwarded = ws.request.headers.get("X-Forwarded-For") if ws.request else None
+        address = self.hub.admission.address(remote_host(ws), forwarded)
         node.count("connections")
         try:
             creds = parse_authorization(ws.request.path if ws.request else "")

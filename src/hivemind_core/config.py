@@ -189,6 +189,10 @@ class HubConfig:
     #: address (the throttle then counts that address, not the proxy's); from
     #: any other peer the header is ignored. Default: none trusted.
     trusted_proxies: list[str] = field(default_factory=list)
+    #: Bytes of body the HTTP listener reads before it knows the access key
+    #: (``/connect``, a form-borne ``authorization``); a larger body is refused
+    #: (413) unread, so unauthenticated uploads cost the hub nothing.
+    http_preauth_body: int = 4096
 
     #: Unknown keys found in the file, kept so a save does not lose them.
     extra: dict[str, Any] = field(default_factory=dict)

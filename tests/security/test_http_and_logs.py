@@ -10,6 +10,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import socket
 import stat
 import subprocess
 import urllib.error
@@ -24,7 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from interop import harness
 from support.net import free_port, wait_until
 
-from .hub import CLI, Creds, Hub, eventually, satellite, url, utterance
+from .hub import CLI, Creds, Hub, MiB, eventually, satellite, url, utterance
 
 
 @contextlib.contextmanager
@@ -282,3 +283,38 @@ def test_a_replayed_frame_counts_1_replays_dropped_and_a_pre_handshake_fault_1_f
             assert stats.get("pre_handshake_closes") == 1, dict(stats)
 
     run(scenario())
+
+
+# ---- item 14: no body read before authentication -----------------------------------
+
+
+def post_unread(port: int, size: int) -> bytes:
+    """POST a ``size``-byte body with no credentials; the hub's answer (the body may go unsent)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        head = (
+            f"POST /send_message HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+        )
+        sock.sendall(head.encode())
+        chunk = b"message=" + b"a" * (MiB - 8)
+        sent = 0
+        with contextlib.suppress(OSError):
+            while sent < size:
+                piece = chunk[: min(len(chunk), size - sent)]
+                sock.sendall(piece)
+                sent += len(piece)
+        with contextlib.suppress(OSError):
+            return sock.recv(4096)
+        return b""
+
+
+def test_20_unauthenticated_40_mb_posts_raise_hub_rss_by_under_64_mib(tmp_path: Path) -> None:
+    with hub_with_http(tmp_path, verbose=False) as (hub, http_port):
+        for _ in range(11):
+            http_post(http_port, "/connect", token("guess-" + uuid.uuid4().hex))
+        assert http_post(http_port, "/connect", token("guess-x")) == 429, "not throttled"
+        before = hub.peak_rss()
+        answers = [post_unread(http_port, 40 * MiB) for _ in range(20)]
+        growth = hub.peak_rss() - before
+        assert growth < 64 * MiB, f"hub RSS grew by {growth / MiB:.0f} MiB"
+        assert all(a.startswith(b"HTTP/1.1 429") for a in answers), answers[:2]

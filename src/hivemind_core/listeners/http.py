@@ -127,6 +127,8 @@ class HTTPListener:
         # Form encoding can triple a frame (percent escapes).
         self.max_body_size = max_body_size or 3 * self.node.config.max_frame_size + 1024
         self.read_timeout = read_timeout
+        #: Bytes of body read before the access key is known (``http_preauth_body``).
+        self.preauth_body = max(0, int(getattr(self.node.config, "http_preauth_body", 4096)))
         #: Links (live or tombstones) by access key.
         self.links: dict[str, SatelliteLink] = {}
         self._runner: web.ServerRunner | None = None
@@ -242,7 +244,8 @@ class HTTPListener:
             LOG.exception("HTTP request from %s failed", address)
             return json_response(500, {"error": "internal error"}, close=True)
 
-    async def _body(self, request: web.BaseRequest) -> bytes:
+    def _check_head(self, request: web.BaseRequest) -> int:
+        """The body's announced length, once the head is within limits (431, 501, 413)."""
         if sum(len(k) + len(v) + 4 for k, v in request.raw_headers) > self.max_header_size:
             raise HTTPRefusal(431, "request headers too large")
         if "Transfer-Encoding" in request.headers:
@@ -250,26 +253,42 @@ class HTTPListener:
         length = request.content_length or 0
         if length > self.max_body_size:
             raise HTTPRefusal(413, f"body larger than {self.max_body_size} bytes")
+        return length
+
+    async def _read_form(self, request: web.BaseRequest, length: int) -> dict[str, str]:
         if not length:
-            return b""
-        return await asyncio.wait_for(request.content.readexactly(length), self.read_timeout)
+            return {}
+        body = await asyncio.wait_for(request.content.readexactly(length), self.read_timeout)
+        return parse_form(body, request.headers.get("Content-Type", ""))
 
     async def _route(self, request: web.BaseRequest, address: str) -> web.StreamResponse:
-        body = await self._body(request)
+        length = self._check_head(request)
         target = urlsplit(request.raw_path)
         path = target.path.rstrip("/") or "/"
         expected = _ROUTES.get(path)
         if expected is None:
-            return json_response(404, {"error": f"no such endpoint {path}"})
+            return json_response(404, {"error": f"no such endpoint {path}"}, close=bool(length))
         if request.method != expected:
-            return json_response(405, {"error": f"{path} takes {expected}"}, {"Allow": expected})
-        form = parse_form(body, request.headers.get("Content-Type", "")) if body else {}
+            headers = {"Allow": expected}
+            return json_response(
+                405, {"error": f"{path} takes {expected}"}, headers, close=bool(length)
+            )
         # A raw "+" of base64 would read back as a space: keep it a plus.
         creds = parse_authorization("/?" + target.query.replace("+", "%2B"))
-        if creds is None and "authorization" in form:
-            creds = parse_token(form["authorization"].replace(" ", "+"))
         node = self.node
         now = node.now()
+        form: dict[str, str] | None = None
+        if creds is None or path == "/connect":
+            # Before authentication only a small body is read (the form may hold it).
+            if length > self.preauth_body:
+                refusal = self.hub.admission.blocked(address, now)
+                if refusal is not None:
+                    return _refused(refusal)
+                node.count("http_preauth_refused")
+                raise HTTPRefusal(413, f"body larger than {self.preauth_body} bytes before login")
+            form = await self._read_form(request, length)
+            if creds is None and "authorization" in form:
+                creds = parse_token(form["authorization"].replace(" ", "+"))
         link = self.links.get(creds[1]) if creds is not None else None
         if path == "/connect" or link is None:
             verdict = self.hub.admission.check(creds, address, now)
@@ -280,11 +299,17 @@ class HTTPListener:
                     await self._release(link, CloseCode.NORMAL, "replaced by a new /connect")
                 self._open(verdict, address)
                 return json_response(200, {"status": "Connected"})
+        elif creds is not None:
+            throttled = self.hub.admission.blocked(address, now, creds[1])
+            if throttled is not None:
+                return _refused(throttled)
         if link is None:
             if path == "/disconnect":
                 return json_response(409, {"error": "Already Disconnected"})
             return json_response(409, {"error": "Client is not connected"})
         channel = _channel(link)
+        if form is None:  # the key names a live link: now the body may be read
+            form = await self._read_form(request, length)
         if path == "/disconnect":
             already = channel.closed
             await self._release(link, CloseCode.NORMAL, "client disconnected")
@@ -348,7 +373,8 @@ def _refused(refusal: Refusal) -> web.Response:
     headers = None
     if refusal.retry_after is not None:
         headers = {"Retry-After": str(refusal.retry_after)}
-    return json_response(refusal.status, {"error": _REFUSALS[refusal.why]}, headers)
+    # The body is left unread: the TCP connection closes.
+    return json_response(refusal.status, {"error": _REFUSALS[refusal.why]}, headers, close=True)
 
 
 async def start_http_listener(

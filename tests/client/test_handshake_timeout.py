@@ -8,7 +8,6 @@ long ``connect_timeout`` the client must give up after about half a second with
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -17,13 +16,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from websockets.asyncio.server import ServerConnection, serve
 
 from hivemind_bus_client.client import HiveMessageBusClient
 from hivemind_bus_client.exceptions import ConnectTimeout
 from hivemind_bus_client.http_client import HiveMindHTTPClient
 from hivemind_bus_client.identity import NodeIdentity
-from support.net import free_port
+from support.silent import silent_websocket_server
 
 LIMITS = {"connect_timeout": 8.0, "handshake_timeout": 0.5, "reconnect": False}
 
@@ -41,26 +39,8 @@ def _timed_failure(client: Any) -> float:
 @pytest.fixture
 def silent_websocket() -> Iterator[int]:
     """A websocket server that accepts and never sends a frame."""
-    port = free_port()
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    stop: list[asyncio.Event] = []
-
-    async def handler(ws: ServerConnection) -> None:
-        await asyncio.sleep(30)
-
-    async def main() -> None:
-        stop.append(asyncio.Event())
-        async with serve(handler, "127.0.0.1", port):
-            started.set()
-            await stop[0].wait()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
-    assert started.wait(10)
-    yield port
-    loop.call_soon_threadsafe(stop[0].set)
-    thread.join(10)
+    with silent_websocket_server() as port:
+        yield port
 
 
 def test_websocket_client_honours_handshake_timeout(

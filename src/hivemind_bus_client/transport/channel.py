@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
 from hivemind_bus_client.exceptions import CloseCode, HiveMindConnectionError
@@ -281,8 +281,8 @@ class PumpedChannel(QueueChannel):
     """A :class:`QueueChannel` whose written frames wait in :attr:`backlog` for a
     background task of the subclass to send them (HTTP posts, broker publishes).
 
-    :meth:`write_nowait` queues the frame and sets ``_more``; the subclass's
-    send task waits on ``_more`` and drains :attr:`backlog`. The subclass keeps
+    :meth:`write_nowait` queues the frame and wakes the subclass's send task,
+    which runs :meth:`_pump` to drain :attr:`backlog`. The subclass keeps
     its background tasks in ``_tasks``; :meth:`_stop_tasks` ends them on close.
 
     Args:
@@ -307,6 +307,14 @@ class PumpedChannel(QueueChannel):
             self.close_nowait(CloseCode.TRY_AGAIN, self._overflow_reason)
             raise self._ended()
         self._more.set()
+
+    async def _pump(self, send: Callable[[Frame], Awaitable[object]]) -> None:
+        """Hand every written frame to ``send``, in order, until the channel closes."""
+        while not self.closed:
+            await self._more.wait()
+            self._more.clear()
+            while self.backlog and not self.closed:
+                await send(self.backlog.pop())
 
     async def _stop_tasks(self) -> None:
         """Cancel the background tasks (except the one calling) and wait for them to end."""

@@ -266,24 +266,23 @@ class HTTPPollChannel(PumpedChannel):
 
     async def _send_loop(self) -> None:
         try:
-            while not self.closed:
-                await self._more.wait()
-                self._more.clear()
-                while self.backlog and not self.closed:
-                    frame = self.backlog.pop()
-                    if isinstance(frame, str):
-                        form = {"message": frame}
-                    else:
-                        form = {"b64_message": base64.b64encode(frame).decode("ascii")}
-                    status, data = await self.call("send", "POST", "send_message", form)
-                    if status >= 400 or "error" in data:
-                        ended = self._error_answer(status, data)
-                        self.linked = False
-                        self.feed_close(ended.code, ended.reason, ended.error)
-                        return
-                    self._wake.set()
+            await self._pump(self._post)
         except HiveMindError as exc:
             self.feed_close(CloseCode.ABNORMAL, str(exc), exc)
+
+    async def _post(self, frame: Frame) -> None:
+        """Post one frame; an error answer ends the link (and so the send loop)."""
+        if isinstance(frame, str):
+            form = {"message": frame}
+        else:
+            form = {"b64_message": base64.b64encode(frame).decode("ascii")}
+        status, data = await self.call("send", "POST", "send_message", form)
+        if status >= 400 or "error" in data:
+            ended = self._error_answer(status, data)
+            self.linked = False
+            self.feed_close(ended.code, ended.reason, ended.error)
+            return
+        self._wake.set()
 
     # -- Channel ----------------------------------------------------------------------------
 

@@ -331,13 +331,11 @@ class MQTTChannel(PumpedChannel):
     # -- outgoing ---------------------------------------------------------------------
 
     async def _send_loop(self, client: aiomqtt.Client) -> None:
+        async def publish(frame: str | bytes) -> None:
+            await client.publish(self.in_topic, payload_of(frame), qos=self.broker.qos)
+
         try:
-            while not self.closed:
-                await self._more.wait()
-                self._more.clear()
-                while self.backlog and not self.closed:
-                    frame = self.backlog.pop()
-                    await client.publish(self.in_topic, payload_of(frame), qos=self.broker.qos)
+            await self._pump(publish)
         except aiomqtt.MqttError as exc:
             LOG.debug("publish to the broker failed: %s", exc)
             self.feed_close(CloseCode.ABNORMAL, "broker connection lost")

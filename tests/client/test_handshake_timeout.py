@@ -8,7 +8,6 @@ long ``connect_timeout`` the client must give up after about half a second with
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -17,13 +16,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from websockets.asyncio.server import ServerConnection, serve
 
 from hivemind_bus_client.client import HiveMessageBusClient
 from hivemind_bus_client.exceptions import ConnectTimeout
 from hivemind_bus_client.http_client import HiveMindHTTPClient
 from hivemind_bus_client.identity import NodeIdentity
-from support.net import free_port
+from support.silent import silent_websocket_server
 
 LIMITS = {"connect_timeout": 8.0, "handshake_timeout": 0.5, "reconnect": False}
 
@@ -38,44 +36,29 @@ def _timed_failure(client: Any) -> float:
     return time.monotonic() - started
 
 
+def _gives_up_in_time(client_class: Any, **kwargs: Any) -> None:
+    """Connecting to a silent peer fails with ConnectTimeout after about handshake_timeout."""
+    took = _timed_failure(client_class(password="p", **kwargs, **LIMITS))
+    assert 0.4 < took < 2.5, took
+
+
 @pytest.fixture
 def silent_websocket() -> Iterator[int]:
     """A websocket server that accepts and never sends a frame."""
-    port = free_port()
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    stop: list[asyncio.Event] = []
-
-    async def handler(ws: ServerConnection) -> None:
-        await asyncio.sleep(30)
-
-    async def main() -> None:
-        stop.append(asyncio.Event())
-        async with serve(handler, "127.0.0.1", port):
-            started.set()
-            await stop[0].wait()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
-    assert started.wait(10)
-    yield port
-    loop.call_soon_threadsafe(stop[0].set)
-    thread.join(10)
+    with silent_websocket_server() as port:
+        yield port
 
 
 def test_websocket_client_honours_handshake_timeout(
     silent_websocket: int, identity: NodeIdentity
 ) -> None:
-    client = HiveMessageBusClient(
+    _gives_up_in_time(
+        HiveMessageBusClient,
         key="k",
-        password="p",
         host="ws://127.0.0.1",
         port=silent_websocket,
         identity=identity,
-        **LIMITS,
     )
-    took = _timed_failure(client)
-    assert 0.4 < took < 2.5, took
 
 
 class _SilentHTTP(BaseHTTPRequestHandler):
@@ -111,16 +94,13 @@ def silent_http() -> Iterator[int]:
 
 
 def test_http_client_honours_handshake_timeout(silent_http: int, identity: NodeIdentity) -> None:
-    client = HiveMindHTTPClient(
+    _gives_up_in_time(
+        HiveMindHTTPClient,
         key="k",
-        password="p",
         host="http://127.0.0.1",
         port=silent_http,
         identity=identity,
-        **LIMITS,
     )
-    took = _timed_failure(client)
-    assert 0.4 < took < 2.5, took
 
 
 def test_mqtt_client_honours_handshake_timeout(
@@ -130,14 +110,11 @@ def test_mqtt_client_honours_handshake_timeout(
     from hivemind_bus_client.mqtt_client import HiveMindMQTTClient
 
     host, port = mosquitto
-    client = HiveMindMQTTClient(
+    _gives_up_in_time(
+        HiveMindMQTTClient,
         key="nobody-answers",
-        password="p",
         host=host,
         port=port,
         identity=identity,
         prefix="silent-test",
-        **LIMITS,
     )
-    took = _timed_failure(client)
-    assert 0.4 < took < 2.5, took

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import threading
 import time
@@ -11,7 +10,6 @@ from typing import Any
 
 import pytest
 from ovos_bus_client.message import Message
-from websockets.asyncio.server import serve
 
 from hivemind_bus_client import crypto
 from hivemind_bus_client.client import BinaryDataCallbacks, HiveMessageBusClient
@@ -27,6 +25,7 @@ from hivemind_bus_client.exceptions import (
 from hivemind_bus_client.identity import NodeIdentity
 from hivemind_bus_client.message import HiveMessage, HiveMessageType, HiveMindBinaryPayloadType
 from support.net import free_port, wait_until
+from support.silent import silent_websocket_server
 
 from .fakehub import Account, FakeHub
 
@@ -129,22 +128,7 @@ def test_nothing_listening(make_client: MakeClient) -> None:
 
 def test_silent_server_times_out() -> None:
     """A websocket server that never speaks: ConnectTimeout after connect_timeout."""
-    port = free_port()
-    stop = threading.Event()
-
-    async def mute(ws: Any) -> None:
-        while not stop.is_set():
-            await asyncio.sleep(0.05)
-
-    async def run() -> None:
-        async with serve(mute, "127.0.0.1", port):
-            while not stop.is_set():
-                await asyncio.sleep(0.05)
-
-    thread = threading.Thread(target=asyncio.run, args=(run(),), daemon=True)
-    thread.start()
-    time.sleep(0.3)
-    try:
+    with silent_websocket_server() as port:
         client = HiveMessageBusClient(
             key="k",
             password="p",
@@ -157,9 +141,6 @@ def test_silent_server_times_out() -> None:
         with pytest.raises(ConnectTimeout):
             client.connect()
         assert time.monotonic() - started < 3
-    finally:
-        stop.set()
-        thread.join(5)
 
 
 def test_emit_before_connect_raises(hub: FakeHub, make_client: MakeClient) -> None:

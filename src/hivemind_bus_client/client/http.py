@@ -17,13 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hivemind_bus_client.client.config import has_port
-from hivemind_bus_client.client.engine import ChannelFactory
-from hivemind_bus_client.client.node import ClientNode
-from hivemind_bus_client.client.shaping import BinaryDataCallbacks
-from hivemind_bus_client.client.sync import HiveMessageBusClient
-from hivemind_bus_client.identity import NodeIdentity
-from hivemind_bus_client.transport.channel import Channel
+from hivemind_bus_client.client.channelled import ChannelledClient, client_arguments
 from hivemind_bus_client.transport.http import HTTPPollChannel
 
 __all__ = ["DEFAULT_HTTP_PORT", "DEFAULT_HTTP_USERAGENT", "HiveMindHTTPClient"]
@@ -34,7 +28,7 @@ DEFAULT_HTTP_PORT = 5679
 DEFAULT_HTTP_USERAGENT = "HiveMindHTTPClientV1.0"
 
 
-class HiveMindHTTPClient(HiveMessageBusClient):
+class HiveMindHTTPClient(ChannelledClient):
     """A HiveMind satellite over HTTP polling (same API as :class:`HiveMessageBusClient`).
 
     Args:
@@ -61,61 +55,29 @@ class HiveMindHTTPClient(HiveMessageBusClient):
 
     def __init__(
         self,
-        key: str | None = None,
-        password: str | None = None,
-        crypto_key: str | None = None,
-        host: str | None = None,
-        port: int | None = None,
-        useragent: str = DEFAULT_HTTP_USERAGENT,
-        self_signed: bool = True,
-        share_bus: bool = False,
-        compress: bool = True,
-        binarize: bool = False,
-        identity: NodeIdentity | None = None,
-        internal_bus: Any = None,
-        bin_callbacks: BinaryDataCallbacks | None = None,
-        site_id: str | None = None,
-        session_id: str | None = None,
-        *,
+        *args: Any,
         poll_interval: float = 1.0,
         min_poll_interval: float = 0.05,
         request_timeout: float = 10.0,
-        **limits: Any,
+        **kwargs: Any,
     ) -> None:
-        del binarize
-        ident = identity if identity is not None else NodeIdentity()
-        if port is None and not has_port(host or ident.default_master or ""):
-            port = DEFAULT_HTTP_PORT
+        call, _ = client_arguments(
+            args,
+            kwargs,
+            default_port=DEFAULT_HTTP_PORT,
+            default_useragent=DEFAULT_HTTP_USERAGENT,
+        )
+        call["binarize"] = False
         self._poll = (poll_interval, min_poll_interval, request_timeout)
         if poll_interval <= 0 or min_poll_interval <= 0:
             raise ValueError("poll intervals must be positive")
-        super().__init__(
-            key,
-            password,
-            crypto_key,
-            host,
-            port,
-            useragent or DEFAULT_HTTP_USERAGENT,
-            self_signed,
-            share_bus,
-            compress,
-            False,
-            ident,
-            internal_bus,
-            bin_callbacks,
-            site_id,
-            session_id,
-            **limits,
-        )
+        super().__init__(**call)
         self.config.binarize = False
 
-    def _make_node(self, channel_factory: ChannelFactory | None = None) -> ClientNode:
-        return super()._make_node(channel_factory or self._open_channel)
-
-    async def _open_channel(self) -> Channel:
+    def _new_channel(self) -> HTTPPollChannel:
         cfg = self.config
         self.config.binarize = False  # frames are text over HTTP
-        channel = HTTPPollChannel(
+        return HTTPPollChannel(
             cfg.host,
             cfg.port,
             cfg.key,
@@ -126,12 +88,6 @@ class HiveMindHTTPClient(HiveMessageBusClient):
             min_poll_interval=self._poll[1],
             request_timeout=self._poll[2],
         )
-        try:
-            await channel.open()
-        except BaseException:
-            await channel.close()
-            raise
-        return channel
 
     @property
     def base_url(self) -> str:

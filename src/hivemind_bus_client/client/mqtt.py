@@ -16,19 +16,12 @@ a stale connection (and fires its last will) before the new one speaks.
 
 from __future__ import annotations
 
-import inspect
 import ssl
 import uuid
 from typing import Any
 
-from hivemind_bus_client.client.config import has_port
-from hivemind_bus_client.client.core import ClientCore
-from hivemind_bus_client.client.engine import ChannelFactory
-from hivemind_bus_client.client.node import ClientNode
-from hivemind_bus_client.client.sync import HiveMessageBusClient
-from hivemind_bus_client.identity import NodeIdentity
+from hivemind_bus_client.client.channelled import ChannelledClient, client_arguments
 from hivemind_bus_client.transport import mqtt as wire
-from hivemind_bus_client.transport.channel import Channel
 
 __all__ = ["DEFAULT_MQTT_PORT", "DEFAULT_MQTT_USERAGENT", "HiveMindMQTTClient", "MQTTChannel"]
 
@@ -39,11 +32,8 @@ DEFAULT_MQTT_USERAGENT = "HiveMindMQTTClientV1.0"
 #: The channel class, under its old name here.
 MQTTChannel = wire.MQTTChannel
 
-#: Arguments of the websocket client, which this client takes too.
-_CLIENT_SIGNATURE = inspect.signature(ClientCore)
 
-
-class HiveMindMQTTClient(HiveMessageBusClient):
+class HiveMindMQTTClient(ChannelledClient):
     """A HiveMind satellite through an MQTT broker (same API as :class:`HiveMessageBusClient`).
 
     Args:
@@ -80,14 +70,13 @@ class HiveMindMQTTClient(HiveMessageBusClient):
     ) -> None:
         # The websocket client's arguments, positional or not; only the defaults
         # of useragent and port differ.
-        call = _CLIENT_SIGNATURE.bind_partial(*args, **kwargs).arguments
-        ident = call.get("identity") or NodeIdentity()
-        call["identity"] = ident
-        raw_host = call.get("host") or ident.default_master or ""
+        call, raw_host = client_arguments(
+            args,
+            kwargs,
+            default_port=DEFAULT_MQTT_PORT,
+            default_useragent=DEFAULT_MQTT_USERAGENT,
+        )
         secure = raw_host.lower().startswith(("mqtts://", "ssl://"))
-        if call.get("port") is None and not has_port(raw_host):
-            call["port"] = DEFAULT_MQTT_PORT
-        call["useragent"] = call.get("useragent") or DEFAULT_MQTT_USERAGENT
         super().__init__(**call)
         tls = secure if broker_tls is None else broker_tls
         self.config.secure = bool(tls)
@@ -98,10 +87,7 @@ class HiveMindMQTTClient(HiveMessageBusClient):
         #: One identifier for every broker connection of this client.
         self.client_id = f"hivemind-sat-{uuid.uuid4().hex[:16]}"
 
-    def _make_node(self, channel_factory: ChannelFactory | None = None) -> ClientNode:
-        return super()._make_node(channel_factory or self._open_channel)
-
-    async def _open_channel(self) -> Channel:
+    def _new_channel(self) -> wire.MQTTChannel:
         cfg, engine = self.config, self._engine
         hello = {
             "pubkey": self.identity.public_key,
@@ -109,15 +95,9 @@ class HiveMindMQTTClient(HiveMessageBusClient):
             "site_id": cfg.site_id,
             "useragent": cfg.useragent,
         }
-        channel = wire.MQTTChannel(
+        return wire.MQTTChannel(
             self.broker, cfg.key, self.client_id, hello, timeout=cfg.connect_timeout
         )
-        try:
-            await channel.open()
-        except BaseException:
-            await channel.close()
-            raise
-        return channel
 
     @property
     def topics(self) -> dict[str, str]:

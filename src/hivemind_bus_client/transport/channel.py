@@ -23,13 +23,16 @@ The contract, for every implementation (websocket, HTTP polling, MQTT, in memory
 :class:`QueueChannel` is a ready-made base for transports whose frames arrive
 by other means than a stream (HTTP requests, broker messages, tests): the
 producer calls :meth:`QueueChannel.feed` and :meth:`QueueChannel.feed_close`; :func:`channel_pair` joins two of them in memory.
+:class:`PumpedChannel` adds the outgoing side of the client's HTTP and MQTT
+channels: a backlog that background tasks pump to the peer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
 from hivemind_bus_client.exceptions import CloseCode, HiveMindConnectionError
@@ -39,6 +42,7 @@ __all__ = [
     "Channel",
     "ChannelClosed",
     "Frame",
+    "PumpedChannel",
     "QueueChannel",
     "channel_pair",
     "truncate_reason",
@@ -271,6 +275,56 @@ class QueueChannel:
 
     async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         self.close_nowait(code, reason)
+
+
+class PumpedChannel(QueueChannel):
+    """A :class:`QueueChannel` whose written frames wait in :attr:`backlog` for a
+    background task of the subclass to send them (HTTP posts, broker publishes).
+
+    :meth:`write_nowait` queues the frame and wakes the subclass's send task,
+    which runs :meth:`_pump` to drain :attr:`backlog`. The subclass keeps
+    its background tasks in ``_tasks``; :meth:`_stop_tasks` ends them on close.
+
+    Args:
+        peer_address: where the peer is, for logs.
+        max_frames, max_bytes: bounds of the outgoing backlog.
+        overflow_reason: the close reason when the backlog overflows.
+    """
+
+    def __init__(
+        self, peer_address: str, *, max_frames: int, max_bytes: int, overflow_reason: str
+    ) -> None:
+        super().__init__(peer_address)
+        self.backlog = BoundedBacklog(max_frames, max_bytes)
+        self._more = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._overflow_reason = overflow_reason
+
+    def write_nowait(self, frame: Frame) -> None:
+        if self.closed:
+            raise self._ended()
+        if not self.backlog.push(frame):
+            self.close_nowait(CloseCode.TRY_AGAIN, self._overflow_reason)
+            raise self._ended()
+        self._more.set()
+
+    async def _pump(self, send: Callable[[Frame], Awaitable[object]]) -> None:
+        """Hand every written frame to ``send``, in order, until the channel closes."""
+        while not self.closed:
+            await self._more.wait()
+            self._more.clear()
+            while self.backlog and not self.closed:
+                await send(self.backlog.pop())
+
+    async def _stop_tasks(self) -> None:
+        """Cancel the background tasks (except the one calling) and wait for them to end."""
+        tasks, self._tasks = self._tasks, []
+        others = [task for task in tasks if task is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        for task in others:
+            with contextlib.suppress(BaseException):
+                await task
 
 
 def channel_pair(address_a: str = "b", address_b: str = "a") -> tuple[QueueChannel, QueueChannel]:

@@ -43,7 +43,7 @@ from hivemind_bus_client.exceptions import (
     HiveMindError,
     UnauthorizedKeyError,
 )
-from hivemind_bus_client.transport.channel import BoundedBacklog, ChannelClosed, Frame, QueueChannel
+from hivemind_bus_client.transport.channel import ChannelClosed, Frame, PumpedChannel
 from hivemind_bus_client.transport.errors import map_errors
 from hivemind_bus_client.transport.tls import client_context
 
@@ -127,7 +127,7 @@ class _Lane:
         return status, data
 
 
-class HTTPPollChannel(QueueChannel):
+class HTTPPollChannel(PumpedChannel):
     """A :class:`~.channel.Channel` over the hub's HTTP polling endpoints.
 
     Args:
@@ -157,7 +157,12 @@ class HTTPPollChannel(QueueChannel):
     ) -> None:
         if poll_interval <= 0 or min_poll_interval <= 0:
             raise ValueError("poll intervals must be positive")
-        super().__init__(f"{host}:{port}")
+        super().__init__(
+            f"{host}:{port}",
+            max_frames=max_frames,
+            max_bytes=max_bytes,
+            overflow_reason="send queue overflow (slow hub)",
+        )
         self.host, self.port = host, port
         self.useragent = useragent
         self.token = quote(base64.b64encode(f"{useragent}:{key}".encode()).decode("ascii"), safe="")
@@ -165,13 +170,10 @@ class HTTPPollChannel(QueueChannel):
         self.poll_interval = poll_interval
         self.min_poll_interval = min(min_poll_interval, poll_interval)
         self.request_timeout = request_timeout
-        self.backlog = BoundedBacklog(max_frames, max_bytes)
         self.linked = False
         self._pools: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
         self._lanes: dict[str, _Lane] = {}
         self._wake = asyncio.Event()
-        self._more = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
 
     # -- HTTP calls on worker threads -----------------------------------------------
 
@@ -264,45 +266,30 @@ class HTTPPollChannel(QueueChannel):
 
     async def _send_loop(self) -> None:
         try:
-            while not self.closed:
-                await self._more.wait()
-                self._more.clear()
-                while self.backlog and not self.closed:
-                    frame = self.backlog.pop()
-                    if isinstance(frame, str):
-                        form = {"message": frame}
-                    else:
-                        form = {"b64_message": base64.b64encode(frame).decode("ascii")}
-                    status, data = await self.call("send", "POST", "send_message", form)
-                    if status >= 400 or "error" in data:
-                        ended = self._error_answer(status, data)
-                        self.linked = False
-                        self.feed_close(ended.code, ended.reason, ended.error)
-                        return
-                    self._wake.set()
+            await self._pump(self._post)
         except HiveMindError as exc:
             self.feed_close(CloseCode.ABNORMAL, str(exc), exc)
 
-    # -- Channel ----------------------------------------------------------------------------
+    async def _post(self, frame: Frame) -> None:
+        """Post one frame; an error answer ends the link (and so the send loop)."""
+        if isinstance(frame, str):
+            form = {"message": frame}
+        else:
+            form = {"b64_message": base64.b64encode(frame).decode("ascii")}
+        status, data = await self.call("send", "POST", "send_message", form)
+        if status >= 400 or "error" in data:
+            ended = self._error_answer(status, data)
+            self.linked = False
+            self.feed_close(ended.code, ended.reason, ended.error)
+            return
+        self._wake.set()
 
-    def write_nowait(self, frame: Frame) -> None:
-        if self.closed:
-            raise self._ended()
-        if not self.backlog.push(frame):
-            self.close_nowait(CloseCode.TRY_AGAIN, "send queue overflow (slow hub)")
-            raise self._ended()
-        self._more.set()
+    # -- Channel ----------------------------------------------------------------------------
 
     async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Stop polling, tell the hub (``/disconnect``) and release the HTTP threads."""
         self.close_nowait(code, reason)
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            if task is not asyncio.current_task():
-                task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        await self._stop_tasks()
         if self.linked:
             self.linked = False
             try:

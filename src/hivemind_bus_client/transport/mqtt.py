@@ -55,7 +55,7 @@ import aiomqtt  # noqa: E402
 
 from hivemind_bus_client.exceptions import CloseCode  # noqa: E402
 from hivemind_bus_client.protocol.message import HiveMessage, HiveMessageType  # noqa: E402
-from hivemind_bus_client.transport.channel import BoundedBacklog, QueueChannel  # noqa: E402
+from hivemind_bus_client.transport.channel import PumpedChannel  # noqa: E402
 from hivemind_bus_client.transport.errors import map_errors  # noqa: E402
 
 LOG = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ async def pump(client: aiomqtt.Client, handle: Callable[[str, bytes, bool], None
         handle(message.topic.value, bytes(payload), bool(message.retain))
 
 
-class MQTTChannel(QueueChannel):
+class MQTTChannel(PumpedChannel):
     """A :class:`~hivemind_bus_client.transport.channel.Channel` through a broker
     (see the module docstring): one broker connection per link attempt.
 
@@ -251,7 +251,12 @@ class MQTTChannel(QueueChannel):
         max_frames: int = 4096,
         max_bytes: int = 64 * 1024 * 1024,
     ) -> None:
-        super().__init__(f"MQTT broker {broker.host}:{broker.port}")
+        super().__init__(
+            f"MQTT broker {broker.host}:{broker.port}",
+            max_frames=max_frames,
+            max_bytes=max_bytes,
+            overflow_reason="send queue overflow (slow broker)",
+        )
         self.broker = broker
         self.in_topic = broker.topic(key, "in")
         self.out_topic = broker.topic(key, "out")
@@ -260,11 +265,8 @@ class MQTTChannel(QueueChannel):
         self.client_id = client_id
         self.hello = hello
         self.timeout = timeout
-        self.backlog = BoundedBacklog(max_frames, max_bytes)
         self._client: aiomqtt.Client | None = None
         self._greeted = False
-        self._more = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
 
     async def open(self) -> None:
         """Connect (with our last will), say ``online``, subscribe, send the bootstrap HELLO."""
@@ -329,34 +331,19 @@ class MQTTChannel(QueueChannel):
     # -- outgoing ---------------------------------------------------------------------
 
     async def _send_loop(self, client: aiomqtt.Client) -> None:
+        async def publish(frame: str | bytes) -> None:
+            await client.publish(self.in_topic, payload_of(frame), qos=self.broker.qos)
+
         try:
-            while not self.closed:
-                await self._more.wait()
-                self._more.clear()
-                while self.backlog and not self.closed:
-                    frame = self.backlog.pop()
-                    await client.publish(self.in_topic, payload_of(frame), qos=self.broker.qos)
+            await self._pump(publish)
         except aiomqtt.MqttError as exc:
             LOG.debug("publish to the broker failed: %s", exc)
             self.feed_close(CloseCode.ABNORMAL, "broker connection lost")
 
-    def write_nowait(self, frame: str | bytes) -> None:
-        if self.closed:
-            raise self._ended()
-        if not self.backlog.push(frame):
-            self.close_nowait(CloseCode.TRY_AGAIN, "send queue overflow (slow broker)")
-            raise self._ended()
-        self._more.set()
-
     async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """End the link: say ``offline`` (the hub drops our link) and leave the broker."""
         self.close_nowait(code, reason)
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            if task is not asyncio.current_task():
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+        await self._stop_tasks()
         client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(Exception):

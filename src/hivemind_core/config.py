@@ -187,6 +187,13 @@ class HubConfig:
     #: Unknown keys found in the file, kept so a save does not lose them.
     extra: dict[str, Any] = field(default_factory=dict)
 
+    # -- admission hardening ----------------------------------------------------------
+    #: Open QUERY + CASCADE bindings of requests from one satellite link (of
+    #: the 1,024 the hub keeps in all); over it that link's new requests are
+    #: dropped and counted ``pending_quota``, so one satellite cannot starve
+    #: the others' QUERYs.
+    max_pending_per_link: int = 64
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (what ``server.json`` holds)."""
         data = dataclasses.asdict(self)

@@ -117,6 +117,7 @@ class HubNode(Delivery):
             query_timeout=config.query_timeout,
             ping_rate=config.ping_rate,
             ping_burst=config.ping_burst,
+            max_pending_per_link=config.max_pending_per_link,
         )
         self.peers = PeerRegistry()
         #: Every link the router can name, by peer (satellites, and e.g. an upstream link).

@@ -14,6 +14,7 @@ from typing import Any
 from ovos_bus_client.message import Message
 
 from hivemind_bus_client.message import HiveMessage, HiveMessageType
+from hivemind_core.agents.embedded import EmbeddedAgent
 from hub.hubkit import RecordingAgent, TestClient, running_hub
 
 T = HiveMessageType
@@ -74,5 +75,100 @@ def test_forbidden_type_in_escalate_query_cascade_reaches_the_agent_0_times() ->
                 assert stats.get("admission_denied", 0) == len(WRAPPERS), stats
             finally:
                 await sat.close()
+
+    run(scenario())
+
+
+# -- item 3: responders are authenticated ------------------------------------------------
+
+
+def response(mtype: HiveMessageType, qid: str, responder: str) -> HiveMessage:
+    inner = HiveMessage(T.BUS, Message("speak", {"utterance": "forged"}, {}))
+    md = {"query_id": qid, "responder_peer": responder, "is_response": True}
+    return HiveMessage(mtype, inner, metadata=md)
+
+
+async def next_of(client: TestClient, mtype: HiveMessageType, wait: float) -> HiveMessage | None:
+    end = asyncio.get_running_loop().time() + wait
+    while (left := end - asyncio.get_running_loop().time()) > 0:
+        try:
+            msg = await asyncio.wait_for(client.messages.get(), left)
+        except TimeoutError:
+            return None
+        if msg.msg_type is mtype:
+            return msg
+    return None
+
+
+def test_cascade_answers_claiming_to_be_the_hub_reach_the_requester_0_times() -> None:
+    async def scenario() -> None:
+        async with running_hub(EmbeddedAgent()) as hub:
+            hub.db.add_client("a", api_key="k-a", password="pw-a")
+            hub.db.add_client("b", api_key="k-b", password="pw-b")
+            a = await TestClient(hub.port, "k-a", "pw-a", session_id="sa").connect()
+            b = await TestClient(hub.port, "k-b", "pw-b", session_id="sb").connect()
+            hub_id = hub.server.node.node_id
+            try:
+                # The hub's agent declines record_begin: any answer naming the hub is forged.
+                req = HiveMessage(T.CASCADE, bus("recognizer_loop:record_begin"))
+                req.metadata["query_id"] = "c-forge"
+                await a.send(req)
+                got = await next_of(b, T.CASCADE, 5)
+                assert got is not None, "b never saw the CASCADE"
+                await b.send(response(T.CASCADE, "c-forge", hub_id))  # b claims to be the hub
+                await a.send(response(T.CASCADE, "c-forge", hub_id))  # a was never asked
+                answers = []
+                while (msg := await next_of(a, T.CASCADE, 1.0)) is not None:
+                    answers.append(msg.metadata.get("responder_peer"))
+                forged = [r for r in answers if r == hub_id]
+                assert not forged, f"{len(forged)} answer(s) named the hub as responder, expected 0"
+                assert answers == [b.peer], f"answers seen by the requester: {answers}"
+                counters = hub.server.node.router.counters
+                assert counters.get("unsolicited_answer") == 1, counters
+            finally:
+                await a.close()
+                await b.close()
+
+    run(scenario())
+
+
+# -- item 4: per-link quota of pending bindings ------------------------------------------
+
+
+def test_1100_cascades_from_one_satellite_leave_another_s_query_answered() -> None:
+    async def scenario() -> None:
+        async with running_hub(EmbeddedAgent()) as hub:
+            hub.db.add_client("a", api_key="k-a", password="pw-a")
+            hub.db.add_client("b", api_key="k-b", password="pw-b")
+            a = await TestClient(hub.port, "k-a", "pw-a", session_id="sa").connect()
+            b = await TestClient(hub.port, "k-b", "pw-b", session_id="sb").connect()
+            try:
+                for i in range(1100):
+                    req = HiveMessage(T.CASCADE, bus("recognizer_loop:record_begin"))
+                    req.metadata["query_id"] = f"flood-{i}"
+                    a.conn.send(req)
+                await a._flush()
+                router = hub.server.node.router
+                for _ in range(500):
+                    if router.counters.get("pending_quota", 0) + len(router.requests) >= 1100:
+                        break
+                    await asyncio.sleep(0.02)
+                q = HiveMessage(
+                    T.QUERY,
+                    HiveMessage(
+                        T.BUS, Message("recognizer_loop:utterance", {"utterances": ["echo hi"]})
+                    ),
+                )
+                await b.send(q)
+                answer = await next_of(b, T.QUERY, 5)
+                pending = len(router.requests)
+                assert answer is not None, (
+                    f"b's QUERY was not answered with {pending} bindings pending (of 1,024)"
+                )
+                assert answer.payload.payload.data.get("utterance") == "hi"
+                assert router.counters.get("pending_quota", 0) >= 1100 - 64, router.counters
+            finally:
+                await a.close()
+                await b.close()
 
     run(scenario())

@@ -33,6 +33,7 @@ import asyncio
 import hashlib
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -124,6 +125,8 @@ class HubNode(Delivery):
         self.sinks: dict[str, Sink] = {}
         #: The OVOS session of each registered satellite, by peer.
         self.sessions: dict[str, LinkSession] = {}
+        #: Session id -> (client id holding it, live links using it).
+        self.session_owners: dict[str, tuple[Any, int]] = {}
         #: Satellite links, registered or not yet (the listeners add and remove them).
         self.connections: set[Any] = set()
         #: Counters (connections, auth failures, denials, drops, errors ...).
@@ -187,7 +190,20 @@ class HubNode(Delivery):
     def add_satellite(
         self, sink: Sink, client: Any, useragent: str, hello: dict[str, Any], session: LinkSession
     ) -> str:
-        """Register a satellite under a fresh unique peer name; returns that name."""
+        """Register a satellite under a fresh unique peer name; returns that name.
+
+        A session id already held by a live link of another client is not
+        shared: this link gets a private session instead (counted
+        ``session_clash``), so no client can join another's OVOS state.
+        """
+        owner = self.session_owners.get(session.session_id)
+        if owner is not None and owner[0] != client.client_id:
+            self.count("session_clash")
+            LOG.info("client %s asked for another client's session; given its own", client.name)
+            session.session["session_id"] = uuid.uuid4().hex
+        sid = session.session_id
+        held = self.session_owners.get(sid)
+        self.session_owners[sid] = (client.client_id, (held[1] if held else 0) + 1)
         peer = self.peers.claim(
             peer_name(useragent, client.client_id, client.name or "", session.session_id)
         )
@@ -229,7 +245,13 @@ class HubNode(Delivery):
         """Forget a satellite: answer what waited on it, free its name, tell the agent."""
         self.touch(client)
         self.remove_link(peer, sink)
-        self.sessions.pop(peer, None)
+        gone = self.sessions.pop(peer, None)
+        held = self.session_owners.get(gone.session_id) if gone is not None else None
+        if gone is not None and held is not None:
+            if held[1] > 1:
+                self.session_owners[gone.session_id] = (held[0], held[1] - 1)
+            else:
+                del self.session_owners[gone.session_id]
         self.peers.release(peer)
         try:
             self.agent.client_disconnected(peer)

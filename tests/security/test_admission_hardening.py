@@ -172,3 +172,35 @@ def test_1100_cascades_from_one_satellite_leave_another_s_query_answered() -> No
                 await b.close()
 
     run(scenario())
+
+
+# -- item 2: sessions are per client -----------------------------------------------------
+
+
+def test_hello_with_another_client_s_session_id_shares_it_0_times() -> None:
+    async def scenario() -> None:
+        agent = AskRecordingAgent()
+        async with running_hub(agent) as hub:
+            hub.db.add_client("a", api_key="k-a", password="pw-a")
+            hub.db.add_client("b", api_key="k-b", password="pw-b")
+            a = await TestClient(hub.port, "k-a", "pw-a", session_id="victim-s").connect()
+            b = await TestClient(hub.port, "k-b", "pw-b", session_id="victim-s").connect()
+            try:
+                await a.utterance("echo from a")
+                await b.utterance("echo from b")
+                await a.next_bus(lambda p: p.get("type") == "speak")
+                await b.next_bus(lambda p: p.get("type") == "speak")
+                sids = {
+                    m["data"]["utterances"][0]: m["context"]["session"]["session_id"]
+                    for m in agent.seen("recognizer_loop:utterance")
+                }
+                assert sids["echo from a"] == "victim-s"
+                assert sids["echo from b"] != "victim-s", (
+                    "b shared a's session: 1 time(s), expected 0"
+                )
+                assert hub.server.node.stats.get("session_clash") == 1
+            finally:
+                await a.close()
+                await b.close()
+
+    run(scenario())

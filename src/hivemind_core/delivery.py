@@ -28,6 +28,7 @@ from hivemind_bus_client.protocol.router import (
 )
 from hivemind_core.agents.base import Agent
 from hivemind_core.binary import BinaryHandler
+from hivemind_core.ratelimit import AGENT, RateLimits
 from hivemind_core.session import LinkSession
 from hivemind_core.sinks import Sink, UpstreamSink
 
@@ -49,6 +50,7 @@ class Delivery:
     upstream: UpstreamSink | None
     local_handlers: dict[HiveMessageType, Callable[[HiveMessage, str | None], None]]
     shared_bus_observers: list[Callable[[dict[str, Any], str | None], None]]
+    limits: RateLimits
 
     def count(self, what: str, n: int = 1) -> None:
         raise NotImplementedError
@@ -106,6 +108,11 @@ class Delivery:
             self.count("kicked")
             LOG.info("closing %s after repeated violations: %s", deny.peer, deny.reason)
             sink.close(CloseCode.PERMISSION, f"permission violations: {deny.reason}")
+
+    def rate_denied(self, peer: str, what: str) -> None:
+        """Answer and count a message refused by a rate limit of link ``peer``."""
+        self.count("rate_limited")
+        self.deny(Deny(peer, what, "rate_limited", "rate limit exceeded, slow down", False))
 
     def deliver(self, action: Deliver) -> None:
         """A message the router delivered to this node: agent, observers, binary or handlers."""
@@ -168,6 +175,9 @@ class Delivery:
                         False,
                     )
                 )
+                return None
+            if not self.limits.allow(AGENT, origin, self.now()):
+                self.rate_denied(origin, str(mtype or ""))
                 return None
             out = session.stamp(
                 payload, origin, tuple(perms.skill_blacklist), tuple(perms.intent_blacklist)

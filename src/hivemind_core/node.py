@@ -55,6 +55,7 @@ from hivemind_core.agents.base import Agent
 from hivemind_core.binary import BinaryHandler, LoggingBinaryHandler
 from hivemind_core.config import HubConfig
 from hivemind_core.delivery import Delivery
+from hivemind_core.ratelimit import AGENT, PROPAGATE, RateLimits
 from hivemind_core.session import LinkSession, PeerRegistry, peer_name
 from hivemind_core.sinks import Sink, UpstreamSink
 from hivemind_core.trust import hub_trusted_keys
@@ -121,6 +122,13 @@ class HubNode(Delivery):
             max_pending_per_link=config.max_pending_per_link,
         )
         self.peers = PeerRegistry()
+        #: Per-satellite token buckets (agent input, non-admin PROPAGATE).
+        self.limits = RateLimits(
+            {
+                AGENT: (config.agent_rate, config.agent_burst),
+                PROPAGATE: (config.propagate_rate, config.propagate_burst),
+            }
+        )
         #: Every link the router can name, by peer (satellites, and e.g. an upstream link).
         self.sinks: dict[str, Sink] = {}
         #: The OVOS session of each registered satellite, by peer.
@@ -253,6 +261,7 @@ class HubNode(Delivery):
             else:
                 del self.session_owners[gone.session_id]
         self.peers.release(peer)
+        self.limits.forget(peer)
         try:
             self.agent.client_disconnected(peer)
         except Exception:
@@ -286,7 +295,16 @@ class HubNode(Delivery):
     # -- actions -------------------------------------------------------------------
 
     def route(self, peer: str, message: HiveMessage) -> None:
-        """Hand a message received on link ``peer`` to the router and carry out its decision."""
+        """Hand a message received on link ``peer`` to the router and carry out its decision.
+
+        A non-admin satellite's PROPAGATE over its rate limit stops here (denied).
+        """
+        if message.msg_type is HiveMessageType.PROPAGATE and peer in self.sessions:
+            rlink = self.router.links.get(peer)
+            admin = rlink is not None and rlink.permissions.is_admin
+            if not admin and not self.limits.allow(PROPAGATE, peer, self.now()):
+                self.rate_denied(peer, HiveMessageType.PROPAGATE.value)
+                return
         self.execute(self.router.handle(peer, message, self.now()))
 
     def execute(self, actions: Iterable[Any]) -> None:

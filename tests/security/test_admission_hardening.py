@@ -15,6 +15,7 @@ from ovos_bus_client.message import Message
 
 from hivemind_bus_client.message import HiveMessage, HiveMessageType
 from hivemind_core.agents.embedded import EmbeddedAgent
+from hivemind_core.config import HubConfig
 from hub.hubkit import RecordingAgent, TestClient, running_hub
 
 T = HiveMessageType
@@ -199,6 +200,71 @@ def test_hello_with_another_client_s_session_id_shares_it_0_times() -> None:
                     "b shared a's session: 1 time(s), expected 0"
                 )
                 assert hub.server.node.stats.get("session_clash") == 1
+            finally:
+                await a.close()
+                await b.close()
+
+    run(scenario())
+
+
+# -- item 5: per-satellite rate limits ---------------------------------------------------
+
+
+def test_500_messages_at_once_put_at_most_burst_plus_rate_into_the_agent() -> None:
+    async def scenario() -> None:
+        agent = AskRecordingAgent()
+        async with running_hub(agent) as hub:
+            defaults = HubConfig()
+            burst, rate = defaults.agent_burst, defaults.agent_rate
+            hub.db.add_client("a", api_key="k-a", password="pw-a")
+            a = await TestClient(hub.port, "k-a", "pw-a", session_id="sa").connect()
+            try:
+                start = asyncio.get_running_loop().time()
+                for _ in range(500):
+                    a.conn.send(bus("recognizer_loop:record_begin"))
+                await a._flush()
+                stats = hub.server.node.stats
+                for _ in range(500):
+                    if len(agent.injected) + stats.get("rate_limited", 0) >= 500:
+                        break
+                    await asyncio.sleep(0.02)
+                elapsed = asyncio.get_running_loop().time() - start
+                ceiling = burst + rate * elapsed + 1
+                assert len(agent.injected) <= ceiling, (
+                    f"{len(agent.injected)} of 500 reached the agent, expected <= {ceiling:.0f}"
+                )
+                assert stats.get("rate_limited", 0) >= 500 - ceiling, stats
+                denied = await a.next_bus(lambda p: p.get("type") == "hive.policy.denied")
+                assert denied["data"]["code"] == "rate_limited"
+            finally:
+                await a.close()
+
+    run(scenario())
+
+
+def test_100_propagates_from_a_non_admin_reach_another_satellite_at_most_burst_times() -> None:
+    async def scenario() -> None:
+        async with running_hub(AskRecordingAgent()) as hub:
+            hub.db.add_client("a", api_key="k-a", password="pw-a")
+            hub.db.add_client("b", api_key="k-b", password="pw-b")
+            a = await TestClient(hub.port, "k-a", "pw-a", session_id="sa").connect()
+            b = await TestClient(hub.port, "k-b", "pw-b", session_id="sb").connect()
+            try:
+                start = asyncio.get_running_loop().time()
+                for _ in range(100):
+                    a.conn.send(HiveMessage(T.PROPAGATE, bus("speak")))
+                await a._flush()
+                got = 0
+                while await next_of(b, T.PROPAGATE, 1.0) is not None:
+                    got += 1
+                elapsed = asyncio.get_running_loop().time() - start
+                defaults = HubConfig()
+                ceiling = defaults.propagate_burst + defaults.propagate_rate * elapsed + 1
+                assert got <= ceiling, (
+                    f"{got} of 100 PROPAGATEs reached b, expected <= {ceiling:.0f}"
+                )
+                assert got >= 1, "an honest PROPAGATE must still pass"
+                assert hub.server.node.stats.get("rate_limited", 0) >= 100 - ceiling
             finally:
                 await a.close()
                 await b.close()

@@ -197,6 +197,24 @@ class HubConfig:
     #: Unknown keys found in the file, kept so a save does not lose them.
     extra: dict[str, Any] = field(default_factory=dict)
 
+    # -- admission hardening ----------------------------------------------------------
+    #: Open QUERY + CASCADE bindings of requests from one satellite link (of
+    #: the 1,024 the hub keeps in all); over it that link's new requests are
+    #: dropped and counted ``pending_quota``, so one satellite cannot starve
+    #: the others' QUERYs.
+    max_pending_per_link: int = 64
+    #: Messages per second one satellite may put into the agent (BUS, wrapped
+    #: or plain, and local asks of QUERY/CASCADE), after a burst of
+    #: ``agent_burst``; over it each one is answered ``hive.policy.denied``
+    #: (``rate_limited``) and counted. 0 = no limit.
+    agent_rate: float = 50.0
+    agent_burst: int = 100
+    #: PROPAGATE messages per second a non-admin satellite may send (each
+    #: one reaches every other link), after a burst of ``propagate_burst``;
+    #: denied and counted like ``agent_rate``. 0 = no limit.
+    propagate_rate: float = 2.0
+    propagate_burst: int = 10
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (what ``server.json`` holds)."""
         data = dataclasses.asdict(self)

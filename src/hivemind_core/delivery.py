@@ -28,6 +28,7 @@ from hivemind_bus_client.protocol.router import (
 )
 from hivemind_core.agents.base import Agent
 from hivemind_core.binary import BinaryHandler
+from hivemind_core.ratelimit import AGENT, RateLimits
 from hivemind_core.session import LinkSession
 from hivemind_core.sinks import Sink, UpstreamSink
 
@@ -49,6 +50,7 @@ class Delivery:
     upstream: UpstreamSink | None
     local_handlers: dict[HiveMessageType, Callable[[HiveMessage, str | None], None]]
     shared_bus_observers: list[Callable[[dict[str, Any], str | None], None]]
+    limits: RateLimits
 
     def count(self, what: str, n: int = 1) -> None:
         raise NotImplementedError
@@ -87,10 +89,11 @@ class Delivery:
             else:
                 self.execute(self.router.local_answer(qid, reply, now))
 
-        if payload is None:
+        admitted = None if payload is None else self.admit(payload, action.origin, ask=True)
+        if admitted is None:
             answered(None)
             return
-        self.agent.ask(dict(payload), answered)
+        self.agent.ask(admitted, answered)
 
     def deny(self, deny: Deny) -> None:
         """Answer a denial to its link; close the link when the router says so."""
@@ -105,6 +108,11 @@ class Delivery:
             self.count("kicked")
             LOG.info("closing %s after repeated violations: %s", deny.peer, deny.reason)
             sink.close(CloseCode.PERMISSION, f"permission violations: {deny.reason}")
+
+    def rate_denied(self, peer: str, what: str) -> None:
+        """Answer and count a message refused by a rate limit of link ``peer``."""
+        self.count("rate_limited")
+        self.deny(Deny(peer, what, "rate_limited", "rate limit exceeded, slow down", False))
 
     def deliver(self, action: Deliver) -> None:
         """A message the router delivered to this node: agent, observers, binary or handlers."""
@@ -135,19 +143,42 @@ class Delivery:
             else:
                 handler(message, origin)
 
-    def admit(self, payload: dict[str, Any], origin: str | None) -> dict[str, Any] | None:
-        """THE admission step of every BUS message on its way to the agent.
+    def admit(
+        self, payload: dict[str, Any], origin: str | None, *, ask: bool = False
+    ) -> dict[str, Any] | None:
+        """THE admission step of every message on its way to the agent.
 
-        Returns the dict the agent gets (always a fresh one), or None when the
-        message is not for the agent (an answer of the master relayed down).
-        A satellite's message carries that satellite's own session, with its
-        skill and intent blacklists, and a non-admin may not address another
-        live satellite through the agent.
+        Used for plain BUS, for the BUS inside every wrapper delivered here
+        (ESCALATE answered at the top, PROPAGATE, BROADCAST, INTERCOM) and for
+        every local ask of a QUERY/CASCADE (``ask=True``). Returns the dict the
+        agent gets (always a fresh one), or None when the message is not for
+        the agent: a type outside the satellite's ``allowed_types`` (denied
+        and counted), or an answer of the master relayed down. A satellite's
+        message carries that satellite's own session, with its skill and
+        intent blacklists, and a non-admin may not address another live
+        satellite through the agent.
         """
         session = self.sessions.get(origin) if origin is not None else None
         if session is not None and origin is not None:
             rlink = self.router.links.get(origin)
             perms = rlink.permissions if rlink is not None else Permissions()
+            mtype = payload.get("type")
+            allowed = perms.allowed_types
+            if allowed is not None and mtype not in allowed:
+                self.count("admission_denied")
+                self.deny(
+                    Deny(
+                        origin,
+                        str(mtype or ""),
+                        "acl_disallowed_type",
+                        f"message type {mtype!r} is not allowed for this client",
+                        False,
+                    )
+                )
+                return None
+            if not self.limits.allow(AGENT, origin, self.now()):
+                self.rate_denied(origin, str(mtype or ""))
+                return None
             out = session.stamp(
                 payload, origin, tuple(perms.skill_blacklist), tuple(perms.intent_blacklist)
             )
@@ -155,7 +186,7 @@ class Delivery:
                 self._guard_destination(out["context"], origin)
             return out
         up = self.upstream
-        if up is not None and origin is not None and self.sinks.get(origin) is up:
+        if not ask and up is not None and origin is not None and self.sinks.get(origin) is up:
             if up.relay_down(payload):
                 return None  # an answer from the master for one of our satellites
         return dict(payload)

@@ -33,6 +33,7 @@ import asyncio
 import hashlib
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -54,6 +55,7 @@ from hivemind_core.agents.base import Agent
 from hivemind_core.binary import BinaryHandler, LoggingBinaryHandler
 from hivemind_core.config import HubConfig
 from hivemind_core.delivery import Delivery
+from hivemind_core.ratelimit import AGENT, PROPAGATE, RateLimits
 from hivemind_core.session import LinkSession, PeerRegistry, peer_name
 from hivemind_core.sinks import Sink, UpstreamSink
 from hivemind_core.trust import hub_trusted_keys
@@ -117,12 +119,22 @@ class HubNode(Delivery):
             query_timeout=config.query_timeout,
             ping_rate=config.ping_rate,
             ping_burst=config.ping_burst,
+            max_pending_per_link=config.max_pending_per_link,
         )
         self.peers = PeerRegistry()
+        #: Per-satellite token buckets (agent input, non-admin PROPAGATE).
+        self.limits = RateLimits(
+            {
+                AGENT: (config.agent_rate, config.agent_burst),
+                PROPAGATE: (config.propagate_rate, config.propagate_burst),
+            }
+        )
         #: Every link the router can name, by peer (satellites, and e.g. an upstream link).
         self.sinks: dict[str, Sink] = {}
         #: The OVOS session of each registered satellite, by peer.
         self.sessions: dict[str, LinkSession] = {}
+        #: Session id -> (client id holding it, live links using it).
+        self.session_owners: dict[str, tuple[Any, int]] = {}
         #: Satellite links, registered or not yet (the listeners add and remove them).
         self.connections: set[Any] = set()
         #: Counters (connections, auth failures, denials, drops, errors ...).
@@ -186,7 +198,20 @@ class HubNode(Delivery):
     def add_satellite(
         self, sink: Sink, client: Any, useragent: str, hello: dict[str, Any], session: LinkSession
     ) -> str:
-        """Register a satellite under a fresh unique peer name; returns that name."""
+        """Register a satellite under a fresh unique peer name; returns that name.
+
+        A session id already held by a live link of another client is not
+        shared: this link gets a private session instead (counted
+        ``session_clash``), so no client can join another's OVOS state.
+        """
+        owner = self.session_owners.get(session.session_id)
+        if owner is not None and owner[0] != client.client_id:
+            self.count("session_clash")
+            LOG.info("client %s asked for another client's session; given its own", client.name)
+            session.session["session_id"] = uuid.uuid4().hex
+        sid = session.session_id
+        held = self.session_owners.get(sid)
+        self.session_owners[sid] = (client.client_id, (held[1] if held else 0) + 1)
         peer = self.peers.claim(
             peer_name(useragent, client.client_id, client.name or "", session.session_id)
         )
@@ -233,8 +258,15 @@ class HubNode(Delivery):
         LOG.info("satellite %s left", peer)
         self.touch(client)
         self.remove_link(peer, sink)
-        self.sessions.pop(peer, None)
+        gone = self.sessions.pop(peer, None)
+        held = self.session_owners.get(gone.session_id) if gone is not None else None
+        if gone is not None and held is not None:
+            if held[1] > 1:
+                self.session_owners[gone.session_id] = (held[0], held[1] - 1)
+            else:
+                del self.session_owners[gone.session_id]
         self.peers.release(peer)
+        self.limits.forget(peer)
         try:
             self.agent.client_disconnected(peer)
         except Exception:
@@ -268,7 +300,16 @@ class HubNode(Delivery):
     # -- actions -------------------------------------------------------------------
 
     def route(self, peer: str, message: HiveMessage) -> None:
-        """Hand a message received on link ``peer`` to the router and carry out its decision."""
+        """Hand a message received on link ``peer`` to the router and carry out its decision.
+
+        A non-admin satellite's PROPAGATE over its rate limit stops here (denied).
+        """
+        if message.msg_type is HiveMessageType.PROPAGATE and peer in self.sessions:
+            rlink = self.router.links.get(peer)
+            admin = rlink is not None and rlink.permissions.is_admin
+            if not admin and not self.limits.allow(PROPAGATE, peer, self.now()):
+                self.rate_denied(peer, HiveMessageType.PROPAGATE.value)
+                return
         self.execute(self.router.handle(peer, message, self.now()))
 
     def execute(self, actions: Iterable[Any]) -> None:

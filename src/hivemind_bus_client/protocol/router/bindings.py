@@ -13,11 +13,12 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from hivemind_bus_client.protocol.message import HiveMessage
 from hivemind_bus_client.protocol.router.actions import RequestKind
 
-__all__ = ["Pending", "RequestTable", "TimerEntry", "TimerKind"]
+__all__ = ["Bindings", "Pending", "RequestTable", "TimerEntry", "TimerKind"]
 
 
 class TimerKind(Enum):
@@ -42,6 +43,43 @@ class Pending:
     forwarded: bool = False
     #: The local agent answered, declined or ran out of time.
     local_done: bool = False
+    #: Peers of the links the request was sent to: the only ones whose answers count.
+    sent_to: frozenset[str] = frozenset()
+
+
+class Bindings(dict[str, Pending]):
+    """``query_id -> Pending`` that keeps a count of bindings per origin link.
+
+    Every way a binding leaves (``del``, ``pop``) goes through the overrides
+    below, so the per-link quota is an O(1) lookup.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.per_origin: dict[str | None, int] = {}
+
+    def __setitem__(self, key: str, value: Pending) -> None:
+        old = self.get(key)
+        if old is not None:
+            self._forget(old)
+        super().__setitem__(key, value)
+        self.per_origin[value.origin] = self.per_origin.get(value.origin, 0) + 1
+
+    def __delitem__(self, key: str) -> None:
+        self._forget(self[key])
+        super().__delitem__(key)
+
+    def pop(self, key: str, *default: Any) -> Any:  # type: ignore[override]
+        if key in self:
+            self._forget(self[key])
+        return super().pop(key, *default)
+
+    def _forget(self, p: Pending) -> None:
+        n = self.per_origin.get(p.origin, 0) - 1
+        if n > 0:
+            self.per_origin[p.origin] = n
+        else:
+            self.per_origin.pop(p.origin, None)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -59,15 +97,19 @@ class RequestTable:
     """The bindings of open QUERY and CASCADE requests and their timer heap."""
 
     def __init__(self) -> None:
-        self.queries: dict[str, Pending] = {}
-        self.cascades: dict[str, Pending] = {}
+        self.queries = Bindings()
+        self.cascades = Bindings()
         self._timers: list[TimerEntry] = []
         self._seq = 0
 
     def __len__(self) -> int:
         return len(self.queries) + len(self.cascades)
 
-    def of(self, kind: RequestKind) -> dict[str, Pending]:
+    def pending_from(self, origin: str) -> int:
+        """Open bindings (QUERY + CASCADE) of requests that came from link ``origin``."""
+        return self.queries.per_origin.get(origin, 0) + self.cascades.per_origin.get(origin, 0)
+
+    def of(self, kind: RequestKind) -> Bindings:
         """The bindings of one kind."""
         return self.queries if kind is RequestKind.QUERY else self.cascades
 

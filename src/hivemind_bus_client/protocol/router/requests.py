@@ -73,6 +73,8 @@ class RequestRouting(RouterState):
             return [self._drop("duplicate QUERY", link, "duplicate")]
         if len(self.requests) >= self.max_pending:
             return [self._drop("too many pending requests", link, "overload")]
+        if self.requests.pending_from(link.peer) >= self.max_pending_per_link:
+            return [self._drop("too many pending requests from this link", link, "pending_quota")]
         up = self.upstream
         if not self._stamp(msg, [up.peer] if up else []):
             return [self._drop("QUERY looped or over the hop limit", link, "loop")]
@@ -87,6 +89,7 @@ class RequestRouting(RouterState):
         p = self.requests.queries.pop(qid, None) if isinstance(qid, str) else None
         if p is None:
             return [self._drop("answer to an unknown or answered QUERY", link, "late_answer")]
+        self._authenticate_responder(link, msg, p)
         return self._respond(p, msg)
 
     def local_answer(self, query_id: str, reply: Any, now: float) -> list[Action]:
@@ -161,6 +164,15 @@ class RequestRouting(RouterState):
             p = self.requests.cascades.get(qid) if isinstance(qid, str) else None
             if p is None:
                 return [self._drop("answer to an unknown CASCADE", link, "late_answer")]
+            if link.peer not in p.sent_to:
+                return [
+                    self._drop(
+                        "CASCADE answer from a link the request was not sent to",
+                        link,
+                        "unsolicited_answer",
+                    )
+                ]
+            self._authenticate_responder(link, msg, p)
             return self._respond(p, msg)
         inner = msg.payload
         if not isinstance(inner, HiveMessage):
@@ -175,8 +187,15 @@ class RequestRouting(RouterState):
             return [self._drop("CASCADE looped or over the hop limit", link, "loop")]
         originator = md.setdefault("originator_peer", link.ident)
         actions: list[Action] = []
+        if (
+            link.kind is LinkKind.SATELLITE
+            and self.requests.pending_from(link.peer) >= self.max_pending_per_link
+        ):
+            # Over its quota the link's CASCADE is neither answered nor relayed.
+            return [self._drop("too many pending requests from this link", link, "pending_quota")]
         if len(self.requests) < self.max_pending:
             p = self._add_pending(RequestKind.CASCADE, qid, link.peer, msg, str(originator))
+            p.sent_to = frozenset(lk.peer for lk in targets)
             actions.append(AskLocal(qid, inner, p.local_deadline, RequestKind.CASCADE, link.peer))
         else:
             self._drop("too many pending requests; relaying without answering", link, "overload")
@@ -189,8 +208,9 @@ class RequestRouting(RouterState):
         qid = md.setdefault("query_id", new_query_id())
         originator = str(md.setdefault("originator_peer", self.node_id))
         self.floods.check_and_add("cascade:" + qid)
-        self._add_pending(RequestKind.CASCADE, qid, None, message, originator)
+        p = self._add_pending(RequestKind.CASCADE, qid, None, message, originator)
         targets = list(self.links.values())
+        p.sent_to = frozenset(lk.peer for lk in targets)
         self._stamp(message, [lk.ident for lk in targets])
         return [a for lk in targets for a in self._outbound(lk, message)]
 
@@ -248,6 +268,20 @@ class RequestRouting(RouterState):
         return actions
 
     # -- answers -------------------------------------------------------------------
+
+    def _authenticate_responder(self, link: Link, msg: HiveMessage, p: Pending) -> None:
+        """Set ``responder_peer`` of an answer received on ``link`` from that link.
+
+        The answer's claim stands only when it names a node that can be behind
+        ``link`` (a relay answers for the nodes behind it); a claim to be this
+        node or the request's originator, or none at all, is replaced by the
+        link's own id and counted ``responder_rewritten``.
+        """
+        md = msg.metadata
+        claimed = md.get("responder_peer")
+        if not isinstance(claimed, str) or not claimed or claimed in (self.node_id, p.originator):
+            self._count("responder_rewritten")
+            md["responder_peer"] = link.ident
 
     def _response(self, p: Pending, inner: HiveMessage) -> HiveMessage:
         """A response to request ``p`` answered by this node."""

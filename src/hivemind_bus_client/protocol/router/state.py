@@ -40,6 +40,9 @@ class RouterState:
         cascade_ttl: seconds a CASCADE binding is kept to route answers back.
         max_pending: QUERY + CASCADE bindings kept at once (over it, new
             requests are dropped and counted).
+        max_pending_per_link: of those, bindings of requests from one link
+            (over it, that link's new requests are dropped and counted
+            ``pending_quota``, so one satellite cannot fill the table).
         ping_cache_size: PING floods whose PONG route back is remembered.
         require_trusted_propagate: inject the inner BUS of a PROPAGATE only
             from trusted links; False injects every one.
@@ -69,6 +72,7 @@ class RouterState:
         ping_rate: float = 1.0,
         ping_burst: int = 5,
         pong_fields: dict[str, Any] | None = None,
+        max_pending_per_link: int = 64,
     ) -> None:
         self.node_id = node_id
         self.site_id = site_id
@@ -86,6 +90,7 @@ class RouterState:
         self.query_ttl = query_ttl
         self.cascade_ttl = cascade_ttl
         self.max_pending = max_pending
+        self.max_pending_per_link = max_pending_per_link
         self.ping_cache_size = ping_cache_size
         self.require_trusted_propagate = require_trusted_propagate
         self.ping_rate = ping_rate

@@ -184,6 +184,12 @@ class HubConfig:
     #: The master hub this hub joins (nested hives).
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
 
+    # -- resource bounds --
+    #: Bytes of frames queued for one link (websocket backlog, HTTP poll queue,
+    #: the master link) before the hub closes it with 1013: a satellite that
+    #: stops reading costs at most this much memory.
+    send_queue_bytes: int = 4 * 1024 * 1024
+
     #: Unknown keys found in the file, kept so a save does not lose them.
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -186,7 +186,7 @@ class HTTPListener:
         link = SatelliteLink(
             node,
             self.hub.admission,
-            PollChannel(address, node.config.send_queue),
+            PollChannel(address, node.config.send_queue, node.config.send_queue_bytes),
             admitted,
             address,
             transport="http",

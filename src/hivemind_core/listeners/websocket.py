@@ -118,7 +118,11 @@ class WebSocketListener:
             if isinstance(verdict, Refusal):
                 await ws.close(verdict.code, verdict.reason)
                 return
-            channel = ServerWebSocketChannel(ws, max_frames=max(1, node.config.send_queue))
+            channel = ServerWebSocketChannel(
+                ws,
+                max_frames=max(1, node.config.send_queue),
+                max_bytes=max(1, node.config.send_queue_bytes),
+            )
             link = SatelliteLink(
                 node,
                 self.hub.admission,

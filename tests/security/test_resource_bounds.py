@@ -1,0 +1,101 @@
+"""Resource bounds of the real hub under hostile satellites, over real sockets.
+
+Each test starts ``hivemind-core listen`` in a subprocess (see ``hub.py``) and
+plays the attacker. The figure each test checks is in its name and its messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State as WsState
+
+from hivemind_bus_client.exceptions import CloseCode
+
+from .hub import Hub, MiB, running_hub, satellite, utterance
+
+
+@pytest.fixture
+def fresh_hub(tmp_path: Path) -> Iterator[Hub]:
+    """A hub of its own, for tests that measure its peak memory."""
+    with running_hub(tmp_path) as h:
+        yield h
+
+
+async def drain(ws: ClientConnection) -> None:
+    """Read and drop frames until the socket closes."""
+    with contextlib.suppress(ConnectionClosed):
+        async for _ in ws:
+            pass
+
+
+def run(coro: object, timeout: float = 90) -> None:
+    asyncio.run(asyncio.wait_for(coro, timeout))  # type: ignore[arg-type]
+
+
+def test_never_reading_satellite_costs_under_64_mib_and_is_closed_1013(fresh_hub: Hub) -> None:
+    """A satellite that pipelines big requests and never reads the answers.
+
+    The hub must cap that link's backlog in bytes (a few MiB by default) and
+    close it with 1013, its resident memory growing by less than 64 MiB.
+    """
+    hub = fresh_hub
+
+    async def attack() -> tuple[int | None, int]:
+        sat = await satellite(hub)
+        assert sat.reader is not None
+        sat.reader.cancel()  # from now on nobody reads: the socket's buffers fill up
+        with contextlib.suppress(asyncio.CancelledError):
+            await sat.reader
+        base = hub.peak_rss()
+        words = "w" * (256 * 1024)  # each answer is a quarter MiB of speak (before encoding)
+        for _ in range(600):  # 150 MiB of answers if the hub queued them all
+            if sat.ws.protocol.state is not WsState.OPEN:
+                break
+            try:
+                await asyncio.wait_for(sat.emit(utterance(words)), 10)
+            except Exception:
+                break
+            await asyncio.sleep(0.01)
+        growth = hub.peak_rss() - base
+        # Now read: what the kernel still held, then the hub's close frame.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(drain(sat.ws), 8)
+        rcvd = sat.ws.protocol.close_rcvd
+        return (rcvd.code if rcvd is not None else None), growth
+
+    result: list[tuple[int | None, int]] = []
+
+    async def main() -> None:
+        result.append(await attack())
+
+    run(main())
+    code, growth = result[0]
+    assert growth < 64 * MiB, f"hub RSS grew by {growth / MiB:.0f} MiB (limit 64 MiB)"
+    assert code == CloseCode.TRY_AGAIN, f"link closed with {code}, expected 1013"
+
+
+def test_http_poll_queue_is_bounded_in_bytes_closes_1013() -> None:
+    """An HTTP satellite that stops polling: its queue closes 1013 past ``max_bytes``."""
+    from hivemind_bus_client.transport.channel import ChannelClosed
+    from hivemind_core.listeners.http_wire import PollChannel
+
+    async def fill() -> PollChannel:
+        chan = PollChannel("127.0.0.1", max_frames=1000, max_bytes=1000)
+        chan.write_nowait("x" * 400)
+        chan.write_nowait(b"y" * 400)
+        chan.drain_text()
+        chan.write_nowait("z" * 500)  # 900 bytes queued: still open
+        with pytest.raises(ChannelClosed):
+            chan.write_nowait("w" * 200)  # 1100 bytes > 1000
+        return chan
+
+    chan = asyncio.run(fill())
+    assert chan.close_code == CloseCode.TRY_AGAIN, "1013 past the byte bound"
+    assert not chan.text_out and not chan.binary_out, "the queue is released on close"

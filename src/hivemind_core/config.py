@@ -189,6 +189,10 @@ class HubConfig:
     #: the master link) before the hub closes it with 1013: a satellite that
     #: stops reading costs at most this much memory.
     send_queue_bytes: int = 4 * 1024 * 1024
+    #: Websocket connections open at once, in total and from one address;
+    #: past either the new socket is closed with 1013 and a reason. 0 = no cap.
+    max_connections: int = 1024
+    max_connections_per_address: int = 128
 
     #: Unknown keys found in the file, kept so a save does not lose them.
     extra: dict[str, Any] = field(default_factory=dict)

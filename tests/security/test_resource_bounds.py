@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State as WsState
 
 from hivemind_bus_client.exceptions import CloseCode
 
-from .hub import Hub, MiB, running_hub, satellite, utterance
+from .hub import Hub, MiB, running_hub, satellite, url, utterance
 
 
 @pytest.fixture
@@ -99,3 +100,49 @@ def test_http_poll_queue_is_bounded_in_bytes_closes_1013() -> None:
     chan = asyncio.run(fill())
     assert chan.close_code == CloseCode.TRY_AGAIN, "1013 past the byte bound"
     assert not chan.text_out and not chan.binary_out, "the queue is released on close"
+
+
+@contextlib.contextmanager
+def capped_hub(tmp: Path, total: int, per_address: int) -> Iterator[Hub]:
+    """A hub whose ``server.json`` sets the connection caps."""
+    conf = tmp / "config" / "hivemind-core"
+    conf.mkdir(parents=True, exist_ok=True)
+    settings = {"max_connections": total, "max_connections_per_address": per_address}
+    (conf / "server.json").write_text(json.dumps(settings))
+    with running_hub(tmp) as h:
+        yield h
+
+
+async def closed_code(ws: ClientConnection, timeout: float = 3.0) -> tuple[int | None, str]:
+    """Read until the hub closes ``ws``: (code, reason), or (None, "") if it stays open."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(drain(ws), timeout)
+    rcvd = ws.protocol.close_rcvd
+    return (rcvd.code, rcvd.reason) if rcvd is not None else (None, "")
+
+
+def test_connection_caps_3_per_address_5_in_total_refuse_with_1013(tmp_path: Path) -> None:
+    """Past 3 sockets from one address, or 5 in all, a new socket is closed 1013 with a reason."""
+    with capped_hub(tmp_path, total=5, per_address=3) as hub:
+
+        async def probe() -> None:
+            target = url(hub, hub.creds["sat"].key)
+            opened = [await connect(target, ping_interval=None) for _ in range(3)]
+            extra = await connect(target, ping_interval=None)
+            code, reason = await closed_code(extra)
+            assert code == CloseCode.TRY_AGAIN, f"4th socket from one address: {code}, not 1013"
+            assert "address" in reason, reason
+            for src in ("127.0.0.2", "127.0.0.3"):
+                opened.append(await connect(target, ping_interval=None, local_addr=(src, 0)))
+            sixth = await connect(target, ping_interval=None, local_addr=("127.0.0.4", 0))
+            code, reason = await closed_code(sixth)
+            assert code == CloseCode.TRY_AGAIN, f"6th socket in all: {code}, not 1013"
+            assert "too many connections" in reason, reason
+            await opened.pop(0).close()
+            await asyncio.sleep(0.3)
+            sat = await satellite(hub)  # room again: an honest satellite gets in
+            await sat.close()
+            for ws in opened:
+                await ws.close()
+
+        run(probe(), timeout=60)

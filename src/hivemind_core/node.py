@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -54,6 +53,7 @@ from hivemind_core.agents.base import Agent
 from hivemind_core.binary import BinaryHandler, LoggingBinaryHandler
 from hivemind_core.config import HubConfig
 from hivemind_core.delivery import Delivery
+from hivemind_core.last_seen import LastSeenWriter
 from hivemind_core.session import LinkSession, PeerRegistry, peer_name
 from hivemind_core.sinks import Sink, UpstreamSink
 from hivemind_core.trust import hub_trusted_keys
@@ -139,6 +139,8 @@ class HubNode(Delivery):
         self._router_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clock = clock
+        #: Debounced, off-loop ``last_seen`` writes.
+        self.last_seen = LastSeenWriter(database, config.last_seen_delay, self.count)
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -250,15 +252,9 @@ class HubNode(Delivery):
             del self.sinks[peer]
 
     def touch(self, client: Any) -> None:
-        """Record ``last_seen`` (once per connect and disconnect, never per message)."""
-        touch = getattr(self.db, "touch", None)
-        if touch is None:
-            return
-        try:
-            touch(client.client_id, time.time())
-        except Exception:
-            self.count("errors")
-            LOG.debug("could not update last_seen", exc_info=True)
+        """Record ``last_seen`` (once per connect and disconnect, never per message):
+        debounced and written off the event loop (:mod:`hivemind_core.last_seen`)."""
+        self.last_seen.touch(client.client_id)
 
     # -- actions -------------------------------------------------------------------
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from websockets.protocol import State as WsState
 
 from hivemind_bus_client.exceptions import CloseCode
 
-from .hub import Hub, MiB, running_hub, satellite, url, utterance
+from .hub import Hub, MiB, Satellite, eventually, running_hub, satellite, url, utterance
 
 
 @pytest.fixture
@@ -146,3 +148,65 @@ def test_connection_caps_3_per_address_5_in_total_refuse_with_1013(tmp_path: Pat
                 await ws.close()
 
         run(probe(), timeout=60)
+
+
+LOCKER = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+conn.execute("ROLLBACK")
+"""
+
+
+async def round_trip(sat: Satellite, text: str, timeout: float = 15.0) -> float:
+    """Seconds from an utterance to its ``speak`` answer."""
+    start = time.monotonic()
+    await sat.emit(utterance(text))
+    assert await eventually(lambda: text in sat.speaks(), timeout), f"no answer to {text}"
+    return time.monotonic() - start
+
+
+def test_6s_sqlite_lock_does_not_slow_a_round_trip_beyond_half_a_second(tmp_path: Path) -> None:
+    """Another process holds the database's write lock for 6 s while a satellite
+    connects and leaves (``last_seen`` writes): a connected satellite's round
+    trips stay under 0.5 s."""
+    db = tmp_path / "data" / "hivemind-core" / "clients.db"
+
+    async def probe(hub: Hub) -> float:
+        sat = await satellite(hub)
+        await round_trip(sat, "warm up")
+        locker = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", LOCKER, str(db), "6", stdout=asyncio.subprocess.PIPE
+        )
+        assert locker.stdout is not None
+        assert (await locker.stdout.readline()).strip() == b"locked"
+
+        async def come_and_go() -> None:
+            other = await satellite(hub, "victim")
+            await asyncio.sleep(0.5)
+            await other.close()
+
+        visitor = asyncio.get_running_loop().create_task(come_and_go())
+        worst = 0.0
+        end = time.monotonic() + 5
+        n = 0
+        while time.monotonic() < end:
+            n += 1
+            worst = max(worst, await round_trip(sat, f"during the lock {n}"))
+            await asyncio.sleep(0.05)
+        await visitor
+        await locker.wait()
+        await sat.close()
+        return worst
+
+    result: list[float] = []
+
+    async def main(hub: Hub) -> None:
+        result.append(await probe(hub))
+
+    with running_hub(tmp_path) as hub:
+        assert db.exists(), db
+        run(main(hub))
+    assert result[0] < 0.5, f"a round trip took {result[0]:.2f} s during a 6 s database lock"

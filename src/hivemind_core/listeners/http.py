@@ -271,7 +271,7 @@ class HTTPListener:
         now = node.now()
         link = self.links.get(creds[1]) if creds is not None else None
         if path == "/connect" or link is None:
-            verdict = self.hub.admission.check(creds, address, now)
+            verdict = await self.hub.admission.check_off_loop(creds, address, now)
             if isinstance(verdict, Refusal):
                 return _refused(verdict)
             if path == "/connect":

@@ -150,7 +150,7 @@ class WebSocketListener:
         node = self.node
         try:
             creds = parse_authorization(ws.request.path if ws.request else "")
-            verdict = self.hub.admission.check(creds, address, node.now())
+            verdict = await self.hub.admission.check_off_loop(creds, address, node.now())
             if isinstance(verdict, Refusal):
                 await ws.close(verdict.code, verdict.reason)
                 return

@@ -30,7 +30,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from hivemind_bus_client.exceptions import CloseCode, HandshakeError
+from hivemind_bus_client.exceptions import CloseCode, HandshakeError, HandshakeReplayed
 from hivemind_bus_client.protocol.connection import (
     CloseRequested,
     Event,
@@ -217,6 +217,7 @@ class SatelliteLink:
         elif isinstance(event, HelloReceived):
             self._register(event.payload)
         elif isinstance(event, HandshakeComplete):
+            self.node.handshake_ivs.keyed(self.client.client_id)
             LOG.info(
                 "%s from %s keyed: %s, cipher %s, encoding %s, binarize %s",
                 self.base_name,
@@ -228,7 +229,10 @@ class SatelliteLink:
             )
         elif isinstance(event, CloseRequested):
             self.closing = True
-            if isinstance(event.error, HandshakeError) and event.code == CloseCode.POLICY:
+            if isinstance(event.error, HandshakeReplayed):
+                # Not a wrong password: the address may be shared with honest clients.
+                self.node.count("handshake_replays")
+            elif isinstance(event.error, HandshakeError) and event.code == CloseCode.POLICY:
                 self.admission.failed(self.address, event.reason)
             elif event.error is not None:
                 self.node.count("protocol_errors")

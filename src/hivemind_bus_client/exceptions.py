@@ -29,6 +29,7 @@ parent's.
     ├── HandshakeError                     (close 1008)
     │   ├── AuthenticationFailed
     │   │   └── UnauthorizedKeyError       access key refused
+    │   ├── HandshakeReplayed              password envelope used before
     │   ├── NegotiationFailed              no common cipher / encoding
     │   └── VersionRejected
     ├── PermissionDenied                   (close 4003)
@@ -66,6 +67,7 @@ __all__ = [
     "DecryptionKeyError",
     "EncryptionKeyError",
     "HandshakeError",
+    "HandshakeReplayed",
     "HiveMindConnectionError",
     "HiveMindEntryPointNotFound",
     "HiveMindError",
@@ -215,6 +217,10 @@ class AuthenticationFailed(HandshakeError):
 
 class UnauthorizedKeyError(AuthenticationFailed):
     """The access key is unknown to the hub."""
+
+
+class HandshakeReplayed(HandshakeError):
+    """A password HANDSHAKE whose envelope was already used with this key (a replay)."""
 
 
 class NegotiationFailed(HandshakeError):

@@ -27,6 +27,7 @@ password), which the satellite link reports.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import enum
@@ -172,6 +173,17 @@ class Admitted:
     key: str
 
 
+#: ``Admission.check``'s ``found`` when no lookup was made yet.
+_NOT_LOOKED_UP: Any = object()
+
+
+class _Failed:
+    """A lookup made in a worker thread raised ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
 class Admission:
     """The one admission step of every listener (see the module docstring).
 
@@ -239,8 +251,31 @@ class Admission:
         self.throttle.failure(_slot(address, key), self.node.now())
         LOG.info("refused connection from %s: %s", address, reason)
 
-    def check(self, creds: tuple[str, str] | None, address: str, now: float) -> Admitted | Refusal:
-        """Admit ``creds`` (from :func:`parse_authorization`) coming from ``address``."""
+    async def check_off_loop(
+        self, creds: tuple[str, str] | None, address: str, now: float
+    ) -> Admitted | Refusal:
+        """:meth:`check` with the database lookup in a worker thread: a locked
+        or slow database never stalls the event loop."""
+        if creds is None:
+            return self.check(creds, address, now)
+        try:
+            found: Any = await asyncio.to_thread(self.lookup, creds[1])
+        except Exception as exc:
+            found = _Failed(exc)
+        return self.check(creds, address, now, found=found)
+
+    def check(
+        self,
+        creds: tuple[str, str] | None,
+        address: str,
+        now: float,
+        *,
+        found: Any = _NOT_LOOKED_UP,
+    ) -> Admitted | Refusal:
+        """Admit ``creds`` (from :func:`parse_authorization`) coming from ``address``.
+
+        ``found``: the lookup's result when it was already made (see :meth:`check_off_loop`).
+        """
         if creds is None:
             refusal = self.blocked(address, now)
             if refusal is not None:
@@ -250,7 +285,9 @@ class Admission:
             return Refusal(Refused.MALFORMED, CloseCode.POLICY, 401, reason)
         useragent, key = creds
         try:
-            client = self.lookup(key)
+            if isinstance(found, _Failed):
+                raise found.error
+            client = self.lookup(key) if found is _NOT_LOOKED_UP else found
         except Exception:
             self.node.count("errors")
             LOG.exception("client database lookup failed")

@@ -194,6 +194,22 @@ class HubConfig:
     #: (413) unread, so unauthenticated uploads cost the hub nothing.
     http_preauth_body: int = 4096
 
+    # -- resource bounds --
+    #: Bytes of frames queued for one link (websocket backlog, HTTP poll queue,
+    #: the master link) before the hub closes it with 1013: a satellite that
+    #: stops reading costs at most this much memory.
+    send_queue_bytes: int = 4 * 1024 * 1024
+    #: Websocket connections open at once, in total and from one address;
+    #: past either the new socket is closed with 1013 and a reason. 0 = no cap.
+    max_connections: int = 1024
+    max_connections_per_address: int = 128
+    #: Seconds a ``last_seen`` time waits before it is written (in a worker
+    #: thread, batched): a locked database never stalls live links.
+    last_seen_delay: float = 1.0
+    #: Seconds a ``last_seen`` write waits for another process's sqlite lock
+    #: before it is skipped (it can wait for the next connect or leave).
+    last_seen_busy_timeout: float = 0.25
+
     #: Unknown keys found in the file, kept so a save does not lose them.
     extra: dict[str, Any] = field(default_factory=dict)
 

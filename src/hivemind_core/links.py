@@ -30,7 +30,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from hivemind_bus_client.exceptions import CloseCode, HandshakeError
+from hivemind_bus_client.exceptions import CloseCode, HandshakeError, HandshakeReplayed
 from hivemind_bus_client.protocol.connection import (
     CloseRequested,
     Event,
@@ -218,6 +218,7 @@ class SatelliteLink:
         elif isinstance(event, HelloReceived):
             self._register(event.payload)
         elif isinstance(event, HandshakeComplete):
+            self.node.handshake_ivs.keyed(self.client.client_id)
             LOG.info(
                 "%s from %s keyed: %s, cipher %s, encoding %s, binarize %s",
                 self.base_name,
@@ -229,6 +230,10 @@ class SatelliteLink:
             )
         elif isinstance(event, CloseRequested):
             self.closing = True
+            if isinstance(event.error, HandshakeReplayed):
+                # Not a wrong password: the address may be shared with honest clients.
+                self.node.count("handshake_replays")
+                return
             if isinstance(event.error, HandshakeError) and event.code == CloseCode.POLICY:
                 # A wrong password: counted against this address and key only.
                 self.admission.failed(self.address, event.reason, self.key)

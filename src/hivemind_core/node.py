@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -55,6 +54,8 @@ from hivemind_core.agents.base import Agent
 from hivemind_core.binary import BinaryHandler, LoggingBinaryHandler
 from hivemind_core.config import HubConfig
 from hivemind_core.delivery import Delivery
+from hivemind_core.handshake_ivs import HandshakeIVs
+from hivemind_core.last_seen import LastSeenWriter
 from hivemind_core.ratelimit import AGENT, PROPAGATE, RateLimits
 from hivemind_core.session import LinkSession, PeerRegistry, peer_name
 from hivemind_core.sinks import Sink, UpstreamSink
@@ -151,6 +152,10 @@ class HubNode(Delivery):
         self._router_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clock = clock
+        #: Password-handshake IVs already used, and handshakes, per client.
+        self.handshake_ivs = HandshakeIVs()
+        #: Debounced, off-loop ``last_seen`` writes.
+        self.last_seen = LastSeenWriter(database, config.last_seen_delay, self.count)
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -179,7 +184,7 @@ class HubNode(Delivery):
     def new_connection(self, client: Any) -> Connection:
         """The hub end of a link for ``client``'s record, whatever the transport."""
         cfg = self.config
-        return Connection(
+        conn = Connection(
             Role.HUB,
             password=getattr(client, "password", None) or None,
             crypto_key=getattr(client, "crypto_key", None) or None,
@@ -192,6 +197,10 @@ class HubNode(Delivery):
             handshake_timeout=cfg.handshake_timeout,
             max_size=cfg.max_frame_size,
         )
+        client_id = getattr(client, "client_id", None)
+        if isinstance(client_id, int):
+            conn.fresh_iv = self.handshake_ivs.checker(client_id)
+        return conn
 
     # -- satellites ------------------------------------------------------------------
 
@@ -287,15 +296,9 @@ class HubNode(Delivery):
             del self.sinks[peer]
 
     def touch(self, client: Any) -> None:
-        """Record ``last_seen`` (once per connect and disconnect, never per message)."""
-        touch = getattr(self.db, "touch", None)
-        if touch is None:
-            return
-        try:
-            touch(client.client_id, time.time())
-        except Exception:
-            self.count("errors")
-            LOG.debug("could not update last_seen", exc_info=True)
+        """Record ``last_seen`` (once per connect and disconnect, never per message):
+        debounced and written off the event loop (:mod:`hivemind_core.last_seen`)."""
+        self.last_seen.touch(client.client_id)
 
     # -- actions -------------------------------------------------------------------
 

@@ -155,6 +155,8 @@ async def serve(config: HubConfig, database: Any | None = None) -> None:
         if http_listener is not None:
             await http_listener.close()
         await server.stop()
+        with contextlib.suppress(Exception):  # the last leaves' last_seen
+            await asyncio.to_thread(server.node.last_seen.flush)
         if own_db:
             with contextlib.suppress(Exception):
                 database.close()

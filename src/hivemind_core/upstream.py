@@ -251,6 +251,7 @@ class UpstreamLink:
             user_agent=DEFAULT_USERAGENT,
             where=self.where,
             max_frames=max(1, cfg.send_queue),
+            max_bytes=max(1, cfg.send_queue_bytes),
         )
 
     def _new_connection(self) -> Connection:

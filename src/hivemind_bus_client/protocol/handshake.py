@@ -35,7 +35,7 @@ turns them into a close.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
@@ -43,6 +43,7 @@ from typing import Any, Protocol
 from hivemind_bus_client.exceptions import (
     AuthenticationFailed,
     CryptoError,
+    HandshakeReplayed,
     InvalidCipher,
     InvalidEncoding,
     NegotiationFailed,
@@ -199,6 +200,10 @@ def hub_answer(payload: Any, me: Settings) -> HubAnswer:
             raise AuthenticationFailed("this client must use the password handshake")
         if not crypto.verify_password_envelope(envelope, password):
             raise AuthenticationFailed("wrong password")
+        fresh: Callable[[bytes], bool] | None = getattr(me, "fresh_iv", None)  # hub: LinkSteps
+        if fresh is not None and not fresh(crypto.envelope_iv(envelope)):
+            # Before the PBKDF2: a replayed first frame costs a hash, not a derivation.
+            raise HandshakeReplayed("password envelope already used (a replayed HANDSHAKE)")
         own = crypto.password_envelope(password)
         key = crypto.derive_password_key(
             password, crypto.envelope_iv(envelope), bytes.fromhex(own[:16])

@@ -16,6 +16,7 @@ A hub with v3 settings still serves v1 clients: a client HANDSHAKE without
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from hivemind_bus_client.exceptions import HiveMindError, InvalidState, ProtocolError
@@ -48,6 +49,9 @@ class LinkSteps:
     want_binarize: bool
     prefer_own_order: bool
     binarize: bool
+    #: Hub: ``fresh_iv(iv)`` is False for a password IV already used with this
+    #: key (a replayed HANDSHAKE, refused before any key derivation).
+    fresh_iv: Callable[[bytes], bool] | None = None
     cipher: LinkCipher | None
     mode: HandshakeMode | None
     peer_hello: dict[str, Any]

@@ -75,13 +75,19 @@ class SQLiteDatabase(ClientDatabase):
     backend_name = "sqlite"
 
     def __init__(
-        self, path: str | Path, *, busy_timeout: float = 10.0, import_legacy: bool = True
+        self,
+        path: str | Path,
+        *,
+        busy_timeout: float = 10.0,
+        import_legacy: bool = True,
+        touch_timeout: float = 0.25,
     ) -> None:
         """Open (and create) the database at ``path``.
 
         Args:
             path: the database file; ``:memory:`` gives a private in-memory db.
             busy_timeout: seconds to wait for another process's write lock.
+            touch_timeout: the same for ``last_seen`` writes, which can wait.
             import_legacy: when the file does not exist yet and a reference
                 ``clients.json`` sits next to it, import that file.
 
@@ -90,6 +96,8 @@ class SQLiteDatabase(ClientDatabase):
         """
         self.path = str(path)
         self._lock = threading.RLock()
+        self._busy_ms = busy_timeout * 1000
+        self._touch_ms = touch_timeout * 1000
         legacy: Path | None = None
         if self.path != ":memory:":
             p = Path(self.path)
@@ -133,7 +141,7 @@ class SQLiteDatabase(ClientDatabase):
     ) -> SQLiteDatabase:
         """Open ``path``, else ``config.db_path``, else ``data_dir()/clients.db``."""
         target = path or getattr(config, "db_path", None) or default_sqlite_path()
-        return cls(target)
+        return cls(target, touch_timeout=getattr(config, "last_seen_busy_timeout", 0.25))
 
     def _import_legacy(self, source: Path) -> None:
         from hivemind_core.db.migration import import_reference_json
@@ -257,13 +265,17 @@ class SQLiteDatabase(ClientDatabase):
     def touch(self, client_id: int, when: float) -> None:
         """Record activity; best effort: a busy database only costs a log line, never an error."""
         with self._lock:
+            conn = self._conn
+            conn.execute(f"PRAGMA busy_timeout={int(self._touch_ms)}")
             try:
-                self._conn.execute(
+                conn.execute(
                     "UPDATE clients SET last_seen=? WHERE client_id=?",
                     (float(when), int(client_id)),
                 )
             except sqlite3.OperationalError as exc:
                 LOG.debug("last_seen of client %s not recorded: %s", client_id, exc)
+            finally:
+                conn.execute(f"PRAGMA busy_timeout={int(self._busy_ms)}")
 
     def revision(self) -> int:
         with self._lock:

@@ -188,7 +188,7 @@ class HTTPListener:
         link = SatelliteLink(
             node,
             self.hub.admission,
-            PollChannel(address, node.config.send_queue),
+            PollChannel(address, node.config.send_queue, node.config.send_queue_bytes),
             admitted,
             address,
             transport="http",
@@ -291,7 +291,7 @@ class HTTPListener:
                 creds = parse_token(form["authorization"].replace(" ", "+"))
         link = self.links.get(creds[1]) if creds is not None else None
         if path == "/connect" or link is None:
-            verdict = self.hub.admission.check(creds, address, now)
+            verdict = await self.hub.admission.check_off_loop(creds, address, now)
             if isinstance(verdict, Refusal):
                 return _refused(verdict)
             if path == "/connect":

@@ -27,7 +27,7 @@ from aiohttp.http_exceptions import LineTooLong
 from aiohttp.streams import StreamReader
 
 from hivemind_bus_client.exceptions import CloseCode
-from hivemind_bus_client.transport.channel import ChannelClosed, Frame, QueueChannel
+from hivemind_bus_client.transport.channel import BoundedBacklog, ChannelClosed, Frame, QueueChannel
 
 __all__ = [
     "MAX_FORM_FIELDS",
@@ -93,11 +93,17 @@ class PollChannel(QueueChannel):
         peer_address: where the satellite polls from.
         max_frames: frames queued for the satellite (text and binary together)
             before the link closes with ``TRY_AGAIN``.
+        max_bytes: bytes queued (UTF-8 length of text frames) before the same close.
     """
 
-    def __init__(self, peer_address: str, max_frames: int) -> None:
+    def __init__(
+        self, peer_address: str, max_frames: int, max_bytes: int = 4 * 1024 * 1024
+    ) -> None:
         super().__init__(peer_address)
         self.max_frames = max(1, max_frames)
+        self.max_bytes = max(1, max_bytes)
+        #: Bytes of the frames queued now.
+        self.nbytes = 0
         self.text_out: deque[str] = deque()
         self.binary_out: deque[bytes] = deque()
         #: Loop time the link ended at (None while open).
@@ -111,24 +117,32 @@ class PollChannel(QueueChannel):
         """Queue a frame for the next poll (bounded)."""
         if self.closed:
             raise ChannelClosed(self.close_code or CloseCode.NORMAL, self.close_reason)
-        if len(self.text_out) + len(self.binary_out) >= self.max_frames:
+        size = BoundedBacklog.size_of(frame)
+        queued = len(self.text_out) + len(self.binary_out)
+        if queued >= self.max_frames or self.nbytes + size > self.max_bytes:
+            self.text_out.clear()
+            self.binary_out.clear()
+            self.nbytes = 0
             self.close_nowait(CloseCode.TRY_AGAIN, "send queue overflow (client does not poll)")
             raise ChannelClosed(CloseCode.TRY_AGAIN, self.close_reason, by_peer=False)
         if isinstance(frame, str):
             self.text_out.append(frame)
         else:
             self.binary_out.append(bytes(frame))
+        self.nbytes += size
 
     def drain_text(self) -> list[str]:
         """Every queued text frame, oldest first (the queue is emptied)."""
         out = list(self.text_out)
         self.text_out.clear()
+        self.nbytes = sum(len(b) for b in self.binary_out)
         return out
 
     def drain_binary(self) -> list[bytes]:
         """Every queued binary frame, oldest first (the queue is emptied)."""
         out = list(self.binary_out)
         self.binary_out.clear()
+        self.nbytes = sum(BoundedBacklog.size_of(t) for t in self.text_out)
         return out
 
     def feed(self, frame: Frame) -> None:

@@ -1,6 +1,8 @@
 """The hub's websocket listener: accepted sockets become satellite links.
 
-One asyncio task per socket (``websockets`` asyncio server). Before the
+One asyncio task per socket (``websockets`` asyncio server). Sockets past the
+connection caps (``max_connections`` in total, ``max_connections_per_address``)
+are closed at once with 1013 and a reason. Before the
 upgrade, an address over its failed-authentication budget gets HTTP 429 with
 ``Retry-After``. After it, the ``?authorization=base64(useragent:access_key)``
 query goes through the hub's admission step (unknown, revoked or malformed:
@@ -60,6 +62,9 @@ class WebSocketListener:
         self.requested_port = port
         self.ssl_context = ssl_context
         self._server: Server | None = None
+        #: Open sockets by address (the connection caps).
+        self._open: dict[str, int] = {}
+        self._capped = False
 
     async def start(self) -> None:
         """Bind and serve; returns once the socket is bound."""
@@ -113,18 +118,53 @@ class WebSocketListener:
         response.headers["Retry-After"] = str(refusal.retry_after)
         return response
 
+    def _over_cap(self, address: str) -> str | None:
+        """Why one more socket from ``address`` is refused (``None``: it is not)."""
+        cfg = self.node.config
+        total = sum(self._open.values())
+        if cfg.max_connections > 0 and total >= cfg.max_connections:
+            return f"too many connections ({cfg.max_connections})"
+        per = cfg.max_connections_per_address
+        if per > 0 and self._open.get(address, 0) >= per:
+            return f"too many connections from this address ({per})"
+        return None
+
     async def _handler(self, ws: ServerConnection) -> None:
         node = self.node
         forwarded = ws.request.headers.get("X-Forwarded-For") if ws.request else None
         address = self.hub.admission.address(remote_host(ws), forwarded)
         node.count("connections")
+        reason = self._over_cap(address)
+        if reason is not None:
+            node.count("refused_connection_cap")
+            if not self._capped:  # once per episode, not per socket
+                LOG.warning("refusing connections: %s (from %s)", reason, address)
+            self._capped = True
+            with contextlib.suppress(Exception):
+                await ws.close(CloseCode.TRY_AGAIN, reason)
+            return
+        self._capped = False
+        self._open[address] = self._open.get(address, 0) + 1
+        try:
+            await self._serve(ws, address)
+        finally:
+            left = self._open.pop(address, 1) - 1
+            if left > 0:
+                self._open[address] = left
+
+    async def _serve(self, ws: ServerConnection, address: str) -> None:
+        node = self.node
         try:
             creds = parse_authorization(ws.request.path if ws.request else "")
-            verdict = self.hub.admission.check(creds, address, node.now())
+            verdict = await self.hub.admission.check_off_loop(creds, address, node.now())
             if isinstance(verdict, Refusal):
                 await ws.close(verdict.code, verdict.reason)
                 return
-            channel = ServerWebSocketChannel(ws, max_frames=max(1, node.config.send_queue))
+            channel = ServerWebSocketChannel(
+                ws,
+                max_frames=max(1, node.config.send_queue),
+                max_bytes=max(1, node.config.send_queue_bytes),
+            )
             link = SatelliteLink(
                 node,
                 self.hub.admission,

@@ -151,6 +151,11 @@ class HubConfig:
     max_frame_size: int = 16 * 1024 * 1024
     #: Seconds a new connection has to finish its handshake.
     handshake_timeout: float = 20.0
+    #: Threads that derive keys (PBKDF2, Argon2id) off the event loop; at most
+    #: this many run at once (an Argon2id holds 64 MiB while it runs).
+    key_workers: int = 2
+    #: Key derivations queued or running before a new handshake is refused (1013).
+    key_queue: int = 32
     #: Websocket ping interval and the time a pong may take, seconds (dead-peer detection).
     ping_interval: float = 20.0
     ping_timeout: float = 20.0

@@ -55,6 +55,7 @@ from hivemind_core.binary import BinaryHandler, LoggingBinaryHandler
 from hivemind_core.config import HubConfig
 from hivemind_core.delivery import Delivery
 from hivemind_core.handshake_ivs import HandshakeIVs
+from hivemind_core.keywork import KeyWork
 from hivemind_core.last_seen import LastSeenWriter
 from hivemind_core.ratelimit import AGENT, PROPAGATE, RateLimits
 from hivemind_core.session import LinkSession, PeerRegistry, peer_name
@@ -154,6 +155,8 @@ class HubNode(Delivery):
         self._clock = clock
         #: Password-handshake IVs already used, and handshakes, per client.
         self.handshake_ivs = HandshakeIVs()
+        #: The bounded executor every key derivation of this hub runs in.
+        self.keywork = KeyWork(config.key_workers, config.key_queue)
         #: Debounced, off-loop ``last_seen`` writes.
         self.last_seen = LastSeenWriter(database, config.last_seen_delay, self.count)
 
@@ -175,6 +178,7 @@ class HubNode(Delivery):
         if self._router_timer is not None:
             self._router_timer.cancel()
             self._router_timer = None
+        self.keywork.shutdown()
 
     def count(self, what: str, n: int = 1) -> None:
         """Add ``n`` to the counter ``what`` of :attr:`stats`."""

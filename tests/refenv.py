@@ -1,7 +1,8 @@
-"""Throwaway virtual environment holding the reference HiveMind packages.
+"""Throwaway virtual environments holding the reference HiveMind packages.
 
-The reference implementation (hivemind-bus-client 0.4.4, hivemind-core 4.0.0)
-is the authority on wire compatibility. We never import it into our own
+Two generations: ``v1`` (hivemind-bus-client 0.4.4, hivemind-core 4.0.0, the
+default) and ``v3`` (hivemind-bus-client 1.2.12a1, hivemind-core 5.3.10a1, the
+Noise line). Each is the authority on wire compatibility for its protocol. We never import it into our own
 environment: it lives in a separate venv that tests, vector generators and
 benchmarks drive as subprocesses. The venv is built once and cached.
 
@@ -24,7 +25,14 @@ REFERENCE_PACKAGES = (
     "ovos-messagebus",
 )
 
-_STAMP = "\n".join(REFERENCE_PACKAGES)
+#: The 2026 line (protocol v3): the newest client and hub releases.
+REFERENCE_V3_PACKAGES = (
+    "hivemind-core==5.3.10a1",
+    "hivemind-bus-client==1.2.12a1",
+    "ovos-messagebus",
+)
+
+GENERATIONS = {"v1": REFERENCE_PACKAGES, "v3": REFERENCE_V3_PACKAGES}
 
 
 def cache_dir() -> Path:
@@ -33,45 +41,55 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def venv_dir() -> Path:
-    """Path of the reference venv (it may not exist yet)."""
-    return cache_dir() / "venv"
+def venv_dir(generation: str = "v1") -> Path:
+    """Path of the reference venv of ``generation`` (it may not exist yet)."""
+    return cache_dir() / ("venv" if generation == "v1" else f"venv-{generation}")
 
 
-def python_path() -> Path:
-    """Interpreter of the reference venv."""
-    return venv_dir() / "bin" / "python"
+def python_path(generation: str = "v1") -> Path:
+    """Interpreter of the reference venv of ``generation``."""
+    return venv_dir(generation) / "bin" / "python"
 
 
-def is_ready() -> bool:
+def _stamp(generation: str) -> str:
+    return "\n".join(GENERATIONS[generation])
+
+
+def is_ready(generation: str = "v1") -> bool:
     """True when the venv exists and was built for the current pins."""
-    stamp = venv_dir() / "hivemind-ref.stamp"
-    return python_path().exists() and stamp.exists() and stamp.read_text() == _STAMP
+    stamp = venv_dir(generation) / "hivemind-ref.stamp"
+    return (
+        python_path(generation).exists()
+        and stamp.exists()
+        and stamp.read_text() == _stamp(generation)
+    )
 
 
-def ensure(log=None) -> Path:
-    """Build the reference venv if needed and return its interpreter.
+def ensure(log=None, generation: str = "v1") -> Path:
+    """Build the reference venv of ``generation`` if needed and return its interpreter.
 
     Raises ``RuntimeError`` with pip's output when the install fails.
     """
-    if is_ready():
-        return python_path()
+    if is_ready(generation):
+        return python_path(generation)
+    packages = GENERATIONS[generation]
+    pre = ("--pre",) if generation != "v1" else ()  # the v3 line is published as alphas
     out = log or sys.stderr
-    target = venv_dir()
-    print(f"building reference venv ({', '.join(REFERENCE_PACKAGES)}) ...", file=out)
+    target = venv_dir(generation)
+    print(f"building reference venv ({', '.join(packages)}) ...", file=out)
     target.parent.mkdir(parents=True, exist_ok=True)
     venv.EnvBuilder(with_pip=True, clear=True).create(target)
     proc = subprocess.run(
-        [str(python_path()), "-m", "pip", "install", "-q", *REFERENCE_PACKAGES],
+        [str(python_path(generation)), "-m", "pip", "install", "-q", *pre, *packages],
         capture_output=True,
         text=True,
         check=False,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"reference venv install failed:\n{proc.stdout}\n{proc.stderr}")
-    (target / "hivemind-ref.stamp").write_text(_STAMP)
-    return python_path()
+    (target / "hivemind-ref.stamp").write_text(_stamp(generation))
+    return python_path(generation)
 
 
 if __name__ == "__main__":
-    print(ensure())
+    print(ensure(generation=sys.argv[1] if len(sys.argv) > 1 else "v1"))

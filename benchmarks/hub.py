@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +152,8 @@ class Target:
     bench_key: str
     bench_password: str
     idle_key: str
+    #: Further clients ``our_hub(extra=...)`` registered: name -> (key, password).
+    extra: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def rss_kib(pid: int) -> int:
@@ -179,7 +181,9 @@ CAPACITY_SETTINGS = {
 
 
 @contextlib.contextmanager
-def our_hub(workdir: Path, agent: str = "embedded", bus: Any = None) -> Iterator[Target]:
+def our_hub(
+    workdir: Path, agent: str = "embedded", bus: Any = None, extra: tuple[str, ...] = ()
+) -> Iterator[Target]:
     from hivemind_core.config import HubConfig
     from hivemind_core.database import open_database
 
@@ -197,6 +201,10 @@ def our_hub(workdir: Path, agent: str = "embedded", bus: Any = None) -> Iterator
     db = open_database(cfg, backend="sqlite", path=cfg.db_path)
     bench = db.add_client("bench", password="bench-password")
     idle = db.add_client("idle", password="")
+    others = {}
+    for name in extra:
+        password = f"{name}-password"
+        others[name] = (db.add_client(name, password=password).api_key, password)
     db.close()
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     log = (workdir / "hub.log").open("wb")
@@ -209,7 +217,7 @@ def our_hub(workdir: Path, agent: str = "embedded", bus: Any = None) -> Iterator
     try:
         harness.wait_until(lambda: harness.port_open(HOST, port), timeout=30, what="our hub")
         yield Target(
-            f"ours ({agent})", port, proc.pid, bench.api_key, "bench-password", idle.api_key
+            f"ours ({agent})", port, proc.pid, bench.api_key, "bench-password", idle.api_key, others
         )
     finally:
         proc.terminate()

@@ -12,8 +12,11 @@ types to :attr:`local_handlers`; ``Deny`` answers and maybe closes the link;
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from ovos_bus_client.message import Message
 
 from hivemind_bus_client.exceptions import CloseCode
 from hivemind_bus_client.protocol.message import HiveMessage, HiveMessageType
@@ -29,7 +32,7 @@ from hivemind_bus_client.protocol.router import (
 from hivemind_core.agents.base import Agent
 from hivemind_core.binary import BinaryHandler
 from hivemind_core.ratelimit import AGENT, RateLimits
-from hivemind_core.session import LinkSession
+from hivemind_core.session import Concealer, LinkSession
 from hivemind_core.sinks import Sink, UpstreamSink
 
 __all__ = ["Delivery"]
@@ -37,6 +40,9 @@ __all__ = ["Delivery"]
 LOG = logging.getLogger(__name__)
 
 T = HiveMessageType
+
+#: A session id namespaced by :meth:`LinkSession.bind` (16 hex digits and a colon).
+_NAMESPACED = re.compile(r"[0-9a-f]{16}:")
 
 
 class Delivery:
@@ -48,6 +54,7 @@ class Delivery:
     sinks: dict[str, Sink]
     sessions: dict[str, LinkSession]
     upstream: UpstreamSink | None
+    concealer: Concealer
     local_handlers: dict[HiveMessageType, Callable[[HiveMessage, str | None], None]]
     shared_bus_observers: list[Callable[[dict[str, Any], str | None], None]]
     limits: RateLimits
@@ -87,6 +94,7 @@ class Delivery:
             if reply is None:
                 self.execute(self.router.local_decline(qid, now))
             else:
+                reply = self._answer_for(action.origin, reply)
                 self.execute(self.router.local_answer(qid, reply, now))
 
         admitted = None if payload is None else self.admit(payload, action.origin, ask=True)
@@ -94,6 +102,18 @@ class Delivery:
             answered(None)
             return
         self.agent.ask(admitted, answered)
+
+    def _answer_for(self, origin: str | None, reply: Any) -> Any:
+        """The agent's answer to a satellite's request, as that satellite may see it."""
+        if origin is None or origin not in self.sessions:
+            return reply
+        if isinstance(reply, HiveMessage) and reply.msg_type is T.BUS:
+            reply = reply.payload_dict()
+        elif isinstance(reply, Message):
+            reply = {"type": reply.msg_type, "data": reply.data, "context": reply.context}
+        if not isinstance(reply, dict) or not isinstance(reply.get("context"), dict):
+            return reply
+        return {**reply, "context": self.seen_by(origin, reply["context"])}
 
     def deny(self, deny: Deny) -> None:
         """Answer a denial to its link; close the link when the router says so."""
@@ -237,9 +257,51 @@ class Delivery:
                 return
             context = dict(context)
             context["source"] = "hive"
-            payload = {"type": message.get("type"), "data": message.get("data"), "context": context}
-            self.execute(self.router.send_to(targets, HiveMessage(T.BUS, payload)))
-            self.share_up(payload)
+            mtype, data = message.get("type"), message.get("data")
+            for target in targets:
+                seen = {"type": mtype, "data": data, "context": self.seen_by(target, context)}
+                self.execute(self.router.send_to([target], HiveMessage(T.BUS, seen)))
+            self.share_up({"type": mtype, "data": data, "context": context})
         except Exception:
             self.count("errors")
             LOG.exception("routing an agent reply failed")
+
+    def seen_by(self, reader: str, context: dict[str, Any]) -> dict[str, Any]:
+        """What satellite ``reader`` is shown of an agent message's ``context`` (a new dict).
+
+        The session id of the reader's own session loses its namespace again
+        (clients match answers by their session id); a namespaced id of
+        another client's session is hidden; peers of other links in
+        ``peer``, ``source`` and ``destination`` become their public names.
+        The reader's own peer stays as it is.
+        """
+        out = dict(context)
+        session = out.get("session")
+        sid = session.get("session_id") if isinstance(session, dict) else None
+        if isinstance(session, dict) and isinstance(sid, str):
+            own = self.sessions.get(reader)
+            mine = own.own_id(sid) if own is not None else None
+            if mine is not None:
+                out["session"] = {**session, "session_id": mine}
+            elif _NAMESPACED.match(sid):
+                out["session"] = {**session, "session_id": self.concealer.session_id(sid)}
+        for key in ("peer", "source", "destination"):
+            value = out.get(key)
+            if isinstance(value, str):
+                out[key] = self._shown(value, reader)
+            elif isinstance(value, list):
+                out[key] = [self._shown(v, reader) if isinstance(v, str) else v for v in value]
+        return out
+
+    def _shown(self, name: str, reader: str) -> str:
+        """``name`` as ``reader`` may see it: its own peer, or another link's public name."""
+        if name == reader or "::" not in name:
+            return name
+        link = self.router.links.get(name)
+        if link is not None:
+            return link.public or name
+        parts = name.split("::")
+        if len(parts) < 4:
+            return name
+        # A satellite that is gone: the public name it had.
+        return f"{'::'.join(parts[:3])}::{self.concealer.tag(name)}"

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -58,7 +57,7 @@ from hivemind_core.handshake_ivs import HandshakeIVs
 from hivemind_core.keywork import KeyWork
 from hivemind_core.last_seen import LastSeenWriter
 from hivemind_core.ratelimit import AGENT, PROPAGATE, RateLimits
-from hivemind_core.session import LinkSession, PeerRegistry, peer_name
+from hivemind_core.session import Concealer, LinkSession, PeerRegistry, peer_name
 from hivemind_core.sinks import Sink, UpstreamSink
 from hivemind_core.trust import hub_trusted_keys
 
@@ -135,8 +134,10 @@ class HubNode(Delivery):
         self.sinks: dict[str, Sink] = {}
         #: The OVOS session of each registered satellite, by peer.
         self.sessions: dict[str, LinkSession] = {}
-        #: Session id -> (client id holding it, live links using it).
-        self.session_owners: dict[str, tuple[Any, int]] = {}
+        #: Public name -> peer of each registered satellite (what others are told it is).
+        self.public_names: dict[str, str] = {}
+        #: The tags of public names and hidden session ids (a per-hub secret).
+        self.concealer = Concealer()
         #: Satellite links, registered or not yet (the listeners add and remove them).
         self.connections: set[Any] = set()
         #: Counters (connections, auth failures, denials, drops, errors ...).
@@ -213,21 +214,16 @@ class HubNode(Delivery):
     ) -> str:
         """Register a satellite under a fresh unique peer name; returns that name.
 
-        A session id already held by a live link of another client is not
-        shared: this link gets a private session instead (counted
-        ``session_clash``), so no client can join another's OVOS state.
+        The session is namespaced for the client (:meth:`LinkSession.bind`), so
+        a session id another client uses is no way into that client's OVOS
+        state, and the link gets a public name (:attr:`public_names`) that is
+        all other links ever learn of it.
         """
-        owner = self.session_owners.get(session.session_id)
-        if owner is not None and owner[0] != client.client_id:
-            self.count("session_clash")
-            LOG.info("client %s asked for another client's session; given its own", client.name)
-            session.session["session_id"] = uuid.uuid4().hex
-        sid = session.session_id
-        held = self.session_owners.get(sid)
-        self.session_owners[sid] = (client.client_id, (held[1] if held else 0) + 1)
-        peer = self.peers.claim(
-            peer_name(useragent, client.client_id, client.name or "", session.session_id)
-        )
+        session.bind(self.node_id, client.client_id)
+        name = client.name or ""
+        peer = self.peers.claim(peer_name(useragent, client.client_id, name, session.session_id))
+        public = self.concealer.public_peer(useragent, client.client_id, name, peer)
+        self.public_names[public] = peer
         pubkey = hello.get("pubkey")
         # Relay hubs name the id they stamp into routes (loop checks compare it).
         node_id = hello.get("node_id")
@@ -241,6 +237,7 @@ class HubNode(Delivery):
                 pubkey=pubkey if isinstance(pubkey, str) else None,
                 is_hub=bool(hello.get("is_hub")),
                 node_id=node_id if isinstance(node_id, str) and node_id else None,
+                public=public,
             )
         )
         self.sinks[peer] = sink
@@ -253,7 +250,7 @@ class HubNode(Delivery):
             session.site_id or "-",
         )
         try:
-            self.agent.client_connected(peer, session.session_id)
+            self.agent.client_connected(peer, session.agent_id)
         except Exception:
             self.count("errors")
             LOG.exception("agent.client_connected failed")
@@ -261,6 +258,9 @@ class HubNode(Delivery):
 
     def update_session(self, peer: str, session: LinkSession) -> None:
         """A registered satellite sent a new HELLO for the same session."""
+        old = self.sessions.get(peer)
+        if old is not None:
+            session.namespace = old.namespace
         self.sessions[peer] = session
         rlink = self.router.links.get(peer)
         if rlink is not None:
@@ -270,14 +270,11 @@ class HubNode(Delivery):
         """Forget a satellite: answer what waited on it, free its name, tell the agent."""
         LOG.info("satellite %s left", peer)
         self.touch(client)
+        rlink = self.router.links.get(peer)
+        if rlink is not None and rlink.public is not None:
+            self.public_names.pop(rlink.public, None)
         self.remove_link(peer, sink)
-        gone = self.sessions.pop(peer, None)
-        held = self.session_owners.get(gone.session_id) if gone is not None else None
-        if gone is not None and held is not None:
-            if held[1] > 1:
-                self.session_owners[gone.session_id] = (held[0], held[1] - 1)
-            else:
-                del self.session_owners[gone.session_id]
+        self.sessions.pop(peer, None)
         self.peers.release(peer)
         self.limits.forget(peer)
         try:
@@ -285,6 +282,14 @@ class HubNode(Delivery):
         except Exception:
             self.count("errors")
             LOG.exception("agent.client_disconnected failed")
+
+    def peer_named(self, name: str | None) -> str | None:
+        """The link a name denotes: a peer, or a satellite's public name; None if neither."""
+        if name is None:
+            return None
+        if name in self.router.links:
+            return name
+        return self.public_names.get(name)
 
     def add_link(self, link: Link, sink: Sink) -> None:
         """Register any link (e.g. the upstream one) with the router and the sinks."""

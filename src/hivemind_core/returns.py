@@ -64,7 +64,7 @@ class ReturnTokens:
 
     def mark(self, message: HiveMessage) -> None:
         """Mark an ESCALATE(BUS) from one of our satellites so its answer can find it."""
-        origin = message.source_peer
+        origin = self.node.peer_named(message.source_peer)  # a satellite's public name
         link = self.node.router.links.get(origin) if origin else None
         if link is None or link.kind is not LinkKind.SATELLITE:
             return

@@ -17,19 +17,46 @@ the satellite's behalf gets a fresh *copy* of it, with the client's skill and
 intent blacklists added to ``blacklisted_skills`` / ``blacklisted_intents``:
 the reference appended them in place to a list that could be shared between
 clients, leaking one client's blacklist into every session.
+
+Private sessions
+----------------
+The session id a satellite chooses is its own business, not a key into
+another client's OVOS state. The agent never sees it bare: every injected
+message carries ``<namespace>:<session_id>``, the namespace being
+:func:`session_namespace` of this hub's node id and the client id (the 5.x
+reference does the same with ``sha256(node_pubkey:client_id)[:16]``). Two
+clients choosing the same session id therefore reach the agent as two
+sessions, and a non-admin's ``default`` is never the hub device's own. Only
+an admin's ``default`` stays bare: admins may drive the hub device's own
+session. Answers of the agent going back to the satellite get the bare id
+again (:meth:`LinkSession.own_id`), so clients that filter answers by their
+session id still match them.
+
+What other satellites see
+-------------------------
+A peer string names its session, so it is never shown to other links as it
+is: :class:`Concealer` gives each link a public name
+``<useragent>::<client_id>::<name>::<tag>`` (the tag an HMAC of the peer
+string under a per-hub secret: opaque, stable while the hub runs) and hides
+session ids that are not the reader's own behind a tag too.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
 import uuid
 from typing import Any
 
 __all__ = [
     "DEFAULT_SESSION",
+    "Concealer",
     "LinkSession",
     "PeerRegistry",
     "clone",
     "peer_name",
+    "session_namespace",
 ]
 
 #: The hub device's own OVOS session; only admins may use it.
@@ -40,6 +67,44 @@ def peer_name(useragent: str, client_id: Any, name: str, session_id: str | None 
     """``ua::id::name`` (before the HELLO) or ``ua::id::name::session``."""
     base = f"{useragent}::{client_id}::{name}"
     return base if session_id is None else f"{base}::{session_id}"
+
+
+def session_namespace(hub_id: str, client_id: Any) -> str:
+    """The prefix of a client's session ids on the agent's side.
+
+    16 hex digits of ``sha256(f"{hub_id}:{client_id}")``: the same for every
+    connection of one client to one hub (so a client's reconnects keep their
+    OVOS state), different for every other client.
+    """
+    return hashlib.sha256(f"{hub_id}:{client_id}".encode()).hexdigest()[:16]
+
+
+class Concealer:
+    """Opaque names for what one link must not learn about another.
+
+    Args:
+        secret: the key of the tags; a fresh random one by default, so tags
+            cannot be computed (nor brute-forced from guessable session ids)
+            outside this hub.
+    """
+
+    __slots__ = ("_secret",)
+
+    def __init__(self, secret: bytes | None = None) -> None:
+        self._secret = secret or os.urandom(32)
+
+    def tag(self, value: str) -> str:
+        """12 hex digits that stand for ``value`` towards other links."""
+        mac = hmac.new(self._secret, value.encode("utf-8", "surrogatepass"), hashlib.sha256)
+        return mac.hexdigest()[:12]
+
+    def public_peer(self, useragent: str, client_id: Any, name: str, peer: str) -> str:
+        """What other links are told the link ``peer`` is called: no session id in it."""
+        return f"{peer_name(useragent, client_id, name)}::{self.tag(peer)}"
+
+    def session_id(self, session_id: str) -> str:
+        """A session id shown to a link it does not belong to."""
+        return "hidden-" + self.tag("session\0" + session_id)
 
 
 class PeerRegistry:
@@ -94,27 +159,63 @@ class LinkSession:
     Args:
         session: the session dict from the client's HELLO (copied).
         site_id: the site from the HELLO (overrides the session's).
-        is_admin: admins may keep the ``default`` session.
+        is_admin: admins may keep the ``default`` session bare.
+
+    ``namespace`` is the prefix of the session id the agent sees (see the
+    module docstring); the node sets it with :meth:`bind` when the link
+    registers. Until then a non-admin's session has a random private
+    namespace, so an unbound session is never anybody else's.
     """
 
-    __slots__ = ("session", "site_id")
+    __slots__ = ("is_admin", "namespace", "session", "site_id")
 
     def __init__(self, session: Any = None, site_id: Any = None, *, is_admin: bool = False) -> None:
         sess = clone(session) if isinstance(session, dict) else {}
         sid = sess.get("session_id")
-        if not isinstance(sid, str) or not sid or (sid == DEFAULT_SESSION and not is_admin):
-            # The reference kicks such clients; we give them a private session instead.
+        if not isinstance(sid, str) or not sid:
             sess["session_id"] = uuid.uuid4().hex
         if isinstance(site_id, str) and site_id:
             sess["site_id"] = site_id
         self.session: dict[str, Any] = sess
         site = sess.get("site_id")
         self.site_id: str | None = site if isinstance(site, str) else None
+        self.is_admin = is_admin
+        self.namespace: str | None = None if is_admin else uuid.uuid4().hex[:16]
 
     @property
     def session_id(self) -> str:
-        """The connection's session id."""
+        """The connection's session id, as the satellite chose it."""
         return str(self.session["session_id"])
+
+    def bind(self, hub_id: str, client_id: Any) -> None:
+        """Namespace this session for ``client_id`` on hub ``hub_id``.
+
+        Every session is namespaced except an admin's ``default``: only
+        admins may use the hub device's own session.
+        """
+        if self.is_admin and self.session_id == DEFAULT_SESSION:
+            self.namespace = None
+        else:
+            self.namespace = session_namespace(hub_id, client_id)
+
+    @property
+    def agent_id(self) -> str:
+        """The session id the agent sees: ``<namespace>:<session_id>``."""
+        ns = self.namespace
+        sid = self.session_id
+        return sid if ns is None else f"{ns}:{sid}"
+
+    def own_id(self, session_id: Any) -> str | None:
+        """The satellite's own session id when ``session_id`` is its agent id, else None."""
+        if not isinstance(session_id, str):
+            return None
+        ns = self.namespace
+        if ns is None:
+            return session_id if session_id == self.session_id else None
+        prefix = ns + ":"
+        if session_id.startswith(prefix):
+            return session_id[len(prefix) :]
+        return None
 
     def update_from(self, session: Any) -> None:
         """Adopt a session sent in a message, when it is this connection's session."""
@@ -136,14 +237,16 @@ class LinkSession:
         """The OVOS message dict to inject for ``message`` sent by ``peer``.
 
         A new dict is returned: the context is copied, ``session`` is a copy of
-        this connection's session plus the client's blacklists, ``source`` and
-        ``peer`` are the connection's peer, and ``destination`` defaults to
-        ``skills`` (``["audio"]`` for ``speak``), as the reference does.
+        this connection's session (its id namespaced, :attr:`agent_id`) plus
+        the client's blacklists, ``source`` and ``peer`` are the connection's
+        peer, and ``destination`` defaults to ``skills`` (``["audio"]`` for
+        ``speak``), as the reference does.
         """
         context = message.get("context")
         context = dict(context) if isinstance(context, dict) else {}
         self.update_from(context.get("session"))
         session = clone(self.session)
+        session["session_id"] = self.agent_id
         if skill_blacklist:
             session["blacklisted_skills"] = _merged(
                 session.get("blacklisted_skills"), skill_blacklist

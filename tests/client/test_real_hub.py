@@ -84,6 +84,13 @@ def _satellite(hub: HubThread, name: str, identity: NodeIdentity, site: str) -> 
     return client.connect()
 
 
+def _public(hub: HubThread, peer: str | None) -> str:
+    """What the hub tells other satellites ``peer`` is called."""
+    public = hub.hub.server.node.router.links[peer].public
+    assert public and not public.endswith(str(peer).rsplit("::", 1)[-1])
+    return str(public)
+
+
 def test_cli_ping_maps_every_satellite_of_our_hub(
     real_hub: HubThread, identity: NodeIdentity, tmp_path: Path
 ) -> None:
@@ -105,11 +112,13 @@ def test_cli_ping_maps_every_satellite_of_our_hub(
         nodes = json.loads(proc.stdout)["nodes"]
         by_peer = {n["peer"]: n for n in nodes}
         hub_id = real_hub.hub.server.node_id
-        expected = {hub_id, sats[0].peer, sats[1].peer}
+        # The hub tells the pinger each satellite's public name (no session id in it).
+        public = [_public(real_hub, sat.peer) for sat in sats]
+        expected = {hub_id, *public}
         assert set(by_peer) == expected, nodes
         assert by_peer[hub_id]["hops"] == 1
-        for sat, site in zip(sats, ("kitchen", "garage"), strict=True):
-            row = by_peer[sat.peer]
+        for name, site in zip(public, ("kitchen", "garage"), strict=True):
+            row = by_peer[name]
             assert row["hops"] == 2 and row["site_id"] == site
         for row in nodes:
             assert row["rtt_ms"] is not None and 0 <= row["rtt_ms"] < 1500
@@ -126,7 +135,7 @@ def test_client_pong_goes_through_our_hub(real_hub: HubThread, identity: NodeIde
     try:
         pongs = a.ping(timeout=1.0)
         peers = sorted(p.payload["peer"] for p in pongs)
-        assert peers == sorted([real_hub.hub.server.node_id, b.peer])
+        assert peers == sorted([real_hub.hub.server.node_id, _public(real_hub, b.peer)])
         for pong in pongs:
             assert pong.msg_type is HiveMessageType.PONG
             assert pong.payload.get("flood_id")

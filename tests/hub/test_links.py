@@ -104,7 +104,8 @@ def test_a_link_registers_routes_and_unregisters_once() -> None:
         assert pair.node.sinks[peer] is pair.link and peer in pair.node.router.links
         pair.send(HiveMessage(T.BUS, Message("recognizer_loop:utterance", {"utterances": ["x"]})))
         await until(lambda: pair.agent.injected)
-        assert pair.agent.injected[0]["context"]["session"]["session_id"] == "s1"
+        # The agent sees the session namespaced for the client (hivemind_core.session).
+        assert pair.agent.injected[0]["context"]["session"]["session_id"].endswith(":s1")
         pair.link.close(CloseCode.NORMAL, "bye")
         pair.link.close(CloseCode.INTERNAL, "again")  # idempotent
         ended = await asyncio.wait_for(task, 5)

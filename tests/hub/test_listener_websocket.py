@@ -64,7 +64,9 @@ def test_password_handshake_round_trip_and_final_peer() -> None:
             injected = hub.agent.injected[0]
             assert injected["context"]["source"] == c.peer
             assert injected["context"]["peer"] == c.peer
-            assert injected["context"]["session"]["session_id"] == "abc"
+            # Namespaced for the agent; the answer carries the satellite's own id.
+            assert injected["context"]["session"]["session_id"].endswith(":abc")
+            assert answer["context"]["session"]["session_id"] == "abc"
             assert injected["context"]["session"]["site_id"] == "kitchen"
             await c.close()
 
@@ -445,14 +447,16 @@ def test_non_admin_cannot_address_another_satellite() -> None:
     run(scenario())
 
 
-def test_non_admin_default_session_is_replaced() -> None:
+def test_non_admin_default_session_is_namespaced() -> None:
     async def scenario() -> None:
         async with running_hub() as hub:
             row = hub.db.add_client("sat", password="pw")
             c = await TestClient(hub.port, row.api_key, "pw", session_id="default").connect()
-            assert not c.peer.endswith("::default")
-            await ask(c)
-            assert hub.agent.injected[0]["context"]["session"]["session_id"] != "default"
+            answer = await ask(c)
+            # The satellite keeps its "default"; the agent never sees the hub's own.
+            assert answer["context"]["session"]["session_id"] == "default"
+            sid = hub.agent.injected[0]["context"]["session"]["session_id"]
+            assert sid != "default" and sid.endswith(":default")
             await c.close()
 
     run(scenario())

@@ -83,7 +83,9 @@ def test_a_satellites_message_reaches_the_agent_with_its_own_session() -> None:
     (got,) = agent.injected
     ctx = got["context"]
     assert ctx["source"] == peer and ctx["peer"] == peer
-    assert ctx["session"]["session_id"] == "s-a"
+    # Its own session, namespaced for its client (hivemind_core.session).
+    assert ctx["session"]["session_id"] == node.sessions[peer].agent_id
+    assert ctx["session"]["session_id"].endswith(":s-a")
     assert ctx["session"]["blacklisted_skills"] == ["jokes.skill"]
 
 

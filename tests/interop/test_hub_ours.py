@@ -25,6 +25,7 @@ from hivemind_core.agents.ovos import OVOSAgent
 from hivemind_core.config import HubConfig
 from hivemind_core.database import open_database
 from hivemind_core.service import build_server
+from hivemind_core.session import session_namespace
 
 from . import harness
 
@@ -272,7 +273,10 @@ def test_ovos_bus_two_satellites_answers_go_to_their_originator(
             sid = report["session_id"]
             peer = f"{report['useragent']}::{row.client_id}::{row.name}::{sid}"
             assert report["answer_message"]["context"]["destination"] == peer
-            seen = ovos_bus.seen_by_session(sid)
+            # The satellite's own session id in its answers; namespaced on the OVOS bus.
+            assert report["answer_message"]["context"]["session"]["session_id"] == sid
+            ns = session_namespace(hub.server.node.node_id, row.client_id)
+            seen = ovos_bus.seen_by_session(f"{ns}:{sid}")
             assert len(seen) == 3, ovos_bus.seen()
             for msg in seen:
                 assert msg["context"]["source"] == peer

@@ -102,8 +102,11 @@ class Link:
     """One link of this node, as the router sees it.
 
     ``peer`` is the key the I/O layer uses for the link; ``node_id`` is the id
-    the node at the other end writes into routes (defaults to ``peer``), which
-    is what loop checks compare.
+    the node at the other end writes into routes (defaults to ``public``, then
+    ``peer``), which is what loop checks compare. ``public`` is the name other
+    links are told instead of ``peer`` when ``peer`` must stay private (a hub's
+    satellite peers end in their session ids): messages from the link are
+    rewritten to it as they come in (:mod:`~hivemind_bus_client.protocol.router.names`).
     """
 
     peer: str
@@ -124,11 +127,13 @@ class Link:
     #: PING floods this link may still start (see ``Router.ping_rate``);
     #: created by the router on the link's first PING.
     ping_bucket: PingBucket | None = field(default=None, repr=False)
+    #: The name other links see for this one (None: ``peer`` is not private).
+    public: str | None = None
 
     @property
     def ident(self) -> str:
-        """The id this link's node uses in routes."""
-        return self.node_id or self.peer
+        """The id this link's node uses in routes (and others are told it has)."""
+        return self.node_id or self.public or self.peer
 
 
 @dataclass(frozen=True, slots=True)

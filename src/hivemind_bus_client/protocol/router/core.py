@@ -35,6 +35,7 @@ from hivemind_bus_client.protocol.router.actions import (
     Send,
 )
 from hivemind_bus_client.protocol.router.floods import bus_type, flood_id_of, new_flood_id, visited
+from hivemind_bus_client.protocol.router.names import name_inbound
 from hivemind_bus_client.protocol.router.requests import RequestRouting
 
 __all__ = ["Router"]
@@ -67,7 +68,7 @@ class Router(RequestRouting):
         if link is None:
             self._count("dropped")
             return [Drop("message from an unknown link", peer)]
-        message.source_peer = peer
+        name_inbound(link, message)
         handler = _HANDLERS.get(message.msg_type, Router._on_deliver)
         return handler(self, link, message)
 

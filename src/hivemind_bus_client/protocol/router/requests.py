@@ -285,11 +285,12 @@ class RequestRouting(RouterState):
 
     def _response(self, p: Pending, inner: HiveMessage) -> HiveMessage:
         """A response to request ``p`` answered by this node."""
+        back = self.links.get(p.origin) if p.origin else None
         return HiveMessage(
             T.QUERY if p.kind is RequestKind.QUERY else T.CASCADE,
             inner,
             node=self.node_id,
-            route=[{"source": self.node_id, "targets": [p.origin] if p.origin else []}],
+            route=[{"source": self.node_id, "targets": [back.ident] if back else []}],
             metadata={
                 "query_id": p.query_id,
                 "originator_peer": p.originator,

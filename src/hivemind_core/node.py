@@ -55,6 +55,7 @@ from hivemind_core.binary import BinaryHandler, LoggingBinaryHandler
 from hivemind_core.config import HubConfig
 from hivemind_core.delivery import Delivery
 from hivemind_core.handshake_ivs import HandshakeIVs
+from hivemind_core.keying import HandshakeLimits
 from hivemind_core.keywork import KeyWork
 from hivemind_core.last_seen import LastSeenWriter
 from hivemind_core.ratelimit import AGENT, PROPAGATE, RateLimits
@@ -157,6 +158,13 @@ class HubNode(Delivery):
         self.handshake_ivs = HandshakeIVs()
         #: The bounded executor every key derivation of this hub runs in.
         self.keywork = KeyWork(config.key_workers, config.key_queue)
+        #: Handshakes per link and per access key (hivemind_core.keying).
+        self.handshake_limits = HandshakeLimits(
+            config.rekey_rate,
+            config.rekey_burst,
+            config.key_handshake_rate,
+            config.key_handshake_burst,
+        )
         #: Debounced, off-loop ``last_seen`` writes.
         self.last_seen = LastSeenWriter(database, config.last_seen_delay, self.count)
 
@@ -200,6 +208,7 @@ class HubNode(Delivery):
             node_id=self.node_id,
             handshake_timeout=cfg.handshake_timeout,
             max_size=cfg.max_frame_size,
+            max_inflated=cfg.max_inflated,
         )
         client_id = getattr(client, "client_id", None)
         if isinstance(client_id, int):

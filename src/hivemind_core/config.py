@@ -170,10 +170,17 @@ class HubConfig:
     rekey_rate: float = 0.5
     rekey_burst: int = 4
     #: Handshakes one access key may make across all its links per second,
-    #: after a burst of ``key_handshake_burst``; past it the link closes 1013
-    #: (try again later). Neither refusal counts against the address. 0 = no limit.
-    key_handshake_rate: float = 2.0
-    key_handshake_burst: int = 20
+    #: after a burst of ``key_handshake_burst`` (size it to the satellites that
+    #: share one key and reconnect together after a restart); past it the link
+    #: closes 1013 (try again later). Neither refusal counts against the
+    #: address. 0 = no limit.
+    key_handshake_rate: float = 4.0
+    key_handshake_burst: int = 64
+    #: Seconds between the ticks that measure how long the event loop was
+    #: blocked (stats ``loop_lag_max_ms``, ``loop_stalls``); 0 = off.
+    loop_watch: float = 0.0
+    #: A tick later than this many milliseconds is a stall: counted and logged.
+    loop_stall_ms: float = 50.0
     #: Websocket ping interval and the time a pong may take, seconds (dead-peer detection).
     ping_interval: float = 20.0
     ping_timeout: float = 20.0

@@ -12,9 +12,11 @@ before each derivation:
   every 2 s, never stops it. Past it the link closes 1008: a link that
   re-keys that often is not a client we know.
 * per access key (``key_handshake_rate``/``key_handshake_burst``): handshakes
-  of one client record across all its links. A satellite that reconnects
-  every second stays under the default 2 a second after a burst of 20. Past
-  it the link closes 1013 (try again later).
+  of one client record across all its links. The default, 4 a second after a
+  burst of 64, lets a fleet of satellites sharing one key reconnect at once
+  after a hub restart, and a satellite reconnecting every second forever.
+  Past it the link closes 1013 (try again later): a flood on one key then
+  costs at most 4 derivations a second, in the key workers.
 
 Neither refusal counts against the address throttle: the address may be
 shared with honest neighbours, and no password was wrong. Both are counted

@@ -39,4 +39,4 @@ async def watch_loop(node: HubNode, interval: float, stall_ms: float) -> None:
             node.stats["loop_lag_max_ms"] = int(worst)
         if late_ms > stall_ms:
             node.count("loop_stalls")
-            LOG.info("event loop stalled %.0f ms (worst %.0f ms)", late_ms, worst)
+            LOG.warning("event loop stalled %.0f ms (worst %.0f ms)", late_ms, worst)

@@ -27,6 +27,7 @@ A rate of 0 turns a bucket off.
 from __future__ import annotations
 
 from hivemind_bus_client.exceptions import CloseCode, HandshakeThrottled
+from hivemind_core.config import HubConfig
 from hivemind_core.ratelimit import RateLimits
 
 __all__ = ["KEY", "LINK", "HandshakeLimits"]
@@ -48,6 +49,16 @@ class HandshakeLimits:
         self, rekey_rate: float, rekey_burst: int, key_rate: float, key_burst: int
     ) -> None:
         self._limits = RateLimits({LINK: (rekey_rate, rekey_burst), KEY: (key_rate, key_burst)})
+
+    @classmethod
+    def from_config(cls, config: HubConfig) -> HandshakeLimits:
+        """The limits of ``config`` (``rekey_rate``, ``rekey_burst``, ``key_handshake_*``)."""
+        return cls(
+            config.rekey_rate,
+            config.rekey_burst,
+            config.key_handshake_rate,
+            config.key_handshake_burst,
+        )
 
     def check(self, link: str, key: str, now: float) -> HandshakeThrottled | None:
         """Spend one handshake of ``link`` and of ``key`` at ``now``; the refusal, if any.

@@ -38,6 +38,7 @@ from typing import Any
 
 from hivemind_bus_client.protocol import crypto
 from hivemind_bus_client.protocol.connection import Connection, Role
+from hivemind_bus_client.protocol.framing import encode_once
 from hivemind_bus_client.protocol.message import HiveMessage, HiveMessageType
 from hivemind_bus_client.protocol.router import (
     AskLocal,
@@ -159,12 +160,7 @@ class HubNode(Delivery):
         #: The bounded executor every key derivation of this hub runs in.
         self.keywork = KeyWork(config.key_workers, config.key_queue)
         #: Handshakes per link and per access key (hivemind_core.keying).
-        self.handshake_limits = HandshakeLimits(
-            config.rekey_rate,
-            config.rekey_burst,
-            config.key_handshake_rate,
-            config.key_handshake_burst,
-        )
+        self.handshake_limits = HandshakeLimits.from_config(config)
         #: Debounced, off-loop ``last_seen`` writes.
         self.last_seen = LastSeenWriter(database, config.last_seen_delay, self.count)
 
@@ -326,24 +322,32 @@ class HubNode(Delivery):
             if not admin and not self.limits.allow(PROPAGATE, peer, self.now()):
                 self.rate_denied(peer, HiveMessageType.PROPAGATE.value)
                 return
-        self.execute(self.router.handle(peer, message, self.now()))
+        self.execute(self.router.handle(peer, message, self.now()), peer)
 
-    def execute(self, actions: Iterable[Any]) -> None:
+    def execute(self, actions: Iterable[Any], origin: str | None = None) -> None:
         """Carry out router actions. The ONE place every action type is dispatched.
 
         ``Send`` writes to a link, ``Deliver`` hands a message to this node,
         ``Deny`` answers ``hive.policy.denied`` (closing with 4003 when the
         router says so), ``Drop`` is counted, ``AskLocal`` asks the agent.
         Other action types are looked up in :attr:`action_handlers`, so router
-        extensions plug in without touching this method.
+        extensions plug in without touching this method. A message sent to
+        several links is serialized once (``encode_once``); one over
+        ``max_forward_size`` is sent to none and its sender (``origin``) told.
         """
+        refused: set[int] = set()
+        with encode_once():
+            self._execute(actions, origin, refused)
+        self._arm_router_timer()
+
+    def _execute(self, actions: Iterable[Any], origin: str | None, refused: set[int]) -> None:
         for action in actions:
             try:
                 if isinstance(action, Send):
                     sink = self.sinks.get(action.peer)
                     if sink is None:
                         self.count("dropped_no_link")
-                    else:
+                    elif self.fits(action.message, origin, refused):
                         sink.send_message(action.message)
                 elif isinstance(action, Deliver):
                     self.deliver(action)
@@ -363,7 +367,6 @@ class HubNode(Delivery):
             except Exception:
                 self.count("errors")
                 LOG.exception("executing %s failed", type(action).__name__)
-        self._arm_router_timer()
 
     def _arm_router_timer(self) -> None:
         loop = self._loop

@@ -30,6 +30,7 @@ parent's.
     │   ├── AuthenticationFailed
     │   │   └── UnauthorizedKeyError       access key refused
     │   ├── HandshakeReplayed              password envelope used before
+    │   ├── HandshakeThrottled             too many handshakes (1008 / 1013)
     │   ├── NegotiationFailed              no common cipher / encoding
     │   └── VersionRejected
     ├── PermissionDenied                   (close 4003)
@@ -68,6 +69,7 @@ __all__ = [
     "EncryptionKeyError",
     "HandshakeError",
     "HandshakeReplayed",
+    "HandshakeThrottled",
     "HiveMindConnectionError",
     "HiveMindEntryPointNotFound",
     "HiveMindError",
@@ -221,6 +223,17 @@ class UnauthorizedKeyError(AuthenticationFailed):
 
 class HandshakeReplayed(HandshakeError):
     """A password HANDSHAKE whose envelope was already used with this key (a replay)."""
+
+
+class HandshakeThrottled(HandshakeError):
+    """Too many handshakes: re-keys of one link (1008) or handshakes of one key (1013).
+
+    The hub refuses before any key derivation; ``close_code`` is the one given.
+    """
+
+    def __init__(self, message: str, close_code: CloseCode = CloseCode.TRY_AGAIN) -> None:
+        super().__init__(message)
+        self.close_code = close_code
 
 
 class NegotiationFailed(HandshakeError):

@@ -149,6 +149,14 @@ class HubConfig:
 
     #: Largest websocket frame accepted, bytes (close 1009 above it).
     max_frame_size: int = 16 * 1024 * 1024
+    #: Bytes a compressed binary frame may inflate to (close 1009 above it):
+    #: far below ``max_frame_size``, so 15 KB of zlib cannot become 21 MB.
+    max_inflated: int = 1024 * 1024
+    #: Largest frame the hub writes when it forwards a message (PROPAGATE,
+    #: BROADCAST, ESCALATE, any routed message): above it the message is not
+    #: forwarded, the sender is told (``hive.policy.denied``, ``too_big``) and
+    #: it is counted ``forward_too_big``. Peers' default limit is 16 MiB.
+    max_forward_size: int = 4 * 1024 * 1024
     #: Seconds a new connection has to finish its handshake.
     handshake_timeout: float = 20.0
     #: Threads that derive keys (PBKDF2, Argon2id) off the event loop; at most
@@ -156,6 +164,23 @@ class HubConfig:
     key_workers: int = 2
     #: Key derivations queued or running before a new handshake is refused (1013).
     key_queue: int = 32
+    #: Handshakes one link may make (the opening and its re-keys) per second,
+    #: after a burst of ``rekey_burst``; past it the link closes 1008. The stock
+    #: client repeats its HANDSHAKE every 5 s until answered. 0 = no limit.
+    rekey_rate: float = 0.5
+    rekey_burst: int = 4
+    #: Handshakes one access key may make across all its links per second,
+    #: after a burst of ``key_handshake_burst`` (size it to the satellites that
+    #: share one key and reconnect together after a restart); past it the link
+    #: closes 1013 (try again later). Neither refusal counts against the
+    #: address. 0 = no limit.
+    key_handshake_rate: float = 4.0
+    key_handshake_burst: int = 64
+    #: Seconds between the ticks that measure how long the event loop was
+    #: blocked (stats ``loop_lag_max_ms``, ``loop_stalls``); 0 = off.
+    loop_watch: float = 0.0
+    #: A tick later than this many milliseconds is a stall: counted and logged.
+    loop_stall_ms: float = 50.0
     #: Websocket ping interval and the time a pong may take, seconds (dead-peer detection).
     ping_interval: float = 20.0
     ping_timeout: float = 20.0

@@ -19,6 +19,7 @@ from typing import Any
 from ovos_bus_client.message import Message
 
 from hivemind_bus_client.exceptions import CloseCode
+from hivemind_bus_client.protocol.framing import plaintext
 from hivemind_bus_client.protocol.message import HiveMessage, HiveMessageType
 from hivemind_bus_client.protocol.router import (
     AskLocal,
@@ -31,6 +32,7 @@ from hivemind_bus_client.protocol.router import (
 )
 from hivemind_core.agents.base import Agent
 from hivemind_core.binary import BinaryHandler
+from hivemind_core.config import HubConfig
 from hivemind_core.ratelimit import AGENT, RateLimits
 from hivemind_core.session import Concealer, LinkSession
 from hivemind_core.sinks import Sink, UpstreamSink
@@ -58,6 +60,7 @@ class Delivery:
     local_handlers: dict[HiveMessageType, Callable[[HiveMessage, str | None], None]]
     shared_bus_observers: list[Callable[[dict[str, Any], str | None], None]]
     limits: RateLimits
+    config: HubConfig
 
     def count(self, what: str, n: int = 1) -> None:
         raise NotImplementedError
@@ -65,7 +68,7 @@ class Delivery:
     def now(self) -> float:
         raise NotImplementedError
 
-    def execute(self, actions: Iterable[Any]) -> None:
+    def execute(self, actions: Iterable[Any], origin: str | None = None) -> None:
         raise NotImplementedError
 
     def send_to(self, peer: str, message: HiveMessage) -> None:
@@ -128,6 +131,41 @@ class Delivery:
             self.count("kicked")
             LOG.info("closing %s after repeated violations: %s", deny.peer, deny.reason)
             sink.close(CloseCode.PERMISSION, f"permission violations: {deny.reason}")
+
+    def fits(self, message: HiveMessage, origin: str | None, refused: set[int]) -> bool:
+        """Whether ``message`` is small enough to forward (``max_forward_size``).
+
+        The size is that of what every frame of it carries under the seal (its
+        JSON text in UTF-8, or the binary frame of a BINARY), made once per
+        message (``framing.encode_once``). Peers refuse frames over 16 MiB by
+        default, and a text encoding can double the size (JSON-HEX), so the
+        default is 4 MiB. A bigger message goes to no link: counted
+        ``forward_too_big`` and logged once per message (``refused`` holds the
+        ids already refused in this batch), and its sender (``origin``, else
+        its ``source_peer``) is told (``too_big``); other links are untouched.
+        """
+        limit = self.config.max_forward_size
+        if limit <= 0:
+            return True
+        body = plaintext(message, message.msg_type is T.BINARY)
+        size = len(body) if isinstance(body, bytes) or body.isascii() else len(body.encode())
+        if size <= limit:
+            return True
+        if id(message) not in refused:
+            refused.add(id(message))
+            self.count("forward_too_big")
+            sender = origin or message.source_peer
+            LOG.warning(
+                "not forwarding a %d-byte %s from %s (max_forward_size %d)",
+                size,
+                message.msg_type.value,
+                sender or "this node",
+                limit,
+            )
+            if sender is not None and sender in self.sinks:
+                reason = f"message of {size} bytes is over the forwarding limit of {limit}"
+                self.deny(Deny(sender, message.msg_type.value, "too_big", reason, False))
+        return False
 
     def rate_denied(self, peer: str, what: str) -> None:
         """Answer and count a message refused by a rate limit of link ``peer``."""

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from hivemind_bus_client.exceptions import HiveMindError
+from hivemind_bus_client.exceptions import CloseCode, HiveMindError
 
 __all__ = ["KeyWork", "KeyWorkBusy"]
 
@@ -29,6 +29,8 @@ T = TypeVar("T")
 
 class KeyWorkBusy(HiveMindError):
     """More key derivations are queued than :attr:`KeyWork.max_pending`; try again later."""
+
+    close_code = CloseCode.TRY_AGAIN
 
 
 class KeyWork:

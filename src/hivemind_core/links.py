@@ -30,7 +30,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from hivemind_bus_client.exceptions import CloseCode, HandshakeError, HandshakeReplayed
+from hivemind_bus_client.exceptions import (
+    CloseCode,
+    HandshakeError,
+    HandshakeReplayed,
+    HandshakeThrottled,
+)
+from hivemind_bus_client.protocol import handshake
 from hivemind_bus_client.protocol.connection import (
     CloseRequested,
     Event,
@@ -40,10 +46,12 @@ from hivemind_bus_client.protocol.connection import (
     MessageReceived,
     State,
 )
+from hivemind_bus_client.protocol.events import KeyNeeded
 from hivemind_bus_client.protocol.message import HiveMessage
 from hivemind_bus_client.transport.channel import Channel, ChannelClosed
 from hivemind_bus_client.transport.driver import LinkDriver
 from hivemind_core.admission import Admission, Admitted
+from hivemind_core.keywork import KeyWorkBusy
 from hivemind_core.node import HubNode
 from hivemind_core.session import LinkSession, peer_name
 
@@ -100,6 +108,7 @@ class SatelliteLink:
         self.ended: ChannelClosed | None = None
         self.conn = node.new_connection(self.client)
         self.conn.peer = self.base_name
+        self.conn.defer_keys = True  # keys are derived in node.keywork (see _derive_key)
         self.driver = LinkDriver(
             self.conn, channel, self._on_event, clock=node.now, name=f"hub-{transport}-link"
         )
@@ -107,6 +116,7 @@ class SatelliteLink:
         self.last_rx = node.now()
         self._frames_seen = 0
         self._task: asyncio.Task[ChannelClosed | None] | None = None
+        self._key_task: asyncio.Task[None] | None = None
 
     @property
     def base_name(self) -> str:
@@ -152,6 +162,7 @@ class SatelliteLink:
             self.node.count("send_overflow")
         self._unregister()
         self.node.connections.discard(self)
+        self.node.handshake_limits.forget(self._limit_id)
         if self.on_end is not None:
             try:
                 self.on_end(self)
@@ -228,12 +239,18 @@ class SatelliteLink:
                 event.encoding or "-",
                 event.binarize,
             )
+        elif isinstance(event, KeyNeeded):
+            self._key_task = asyncio.get_running_loop().create_task(
+                self._derive_key(event), name="hivemind-link-key"
+            )
         elif isinstance(event, CloseRequested):
             self.closing = True
             if isinstance(event.error, HandshakeReplayed):
                 # Not a wrong password: the address may be shared with honest clients.
                 self.node.count("handshake_replays")
                 return
+            if isinstance(event.error, (HandshakeThrottled, KeyWorkBusy)):
+                return  # counted where refused; no password was wrong (not the address's)
             if isinstance(event.error, HandshakeError) and event.code == CloseCode.POLICY:
                 # A wrong password: counted against this address and key only.
                 self.admission.failed(self.address, event.reason, self.key)
@@ -249,6 +266,37 @@ class SatelliteLink:
             self.node.count(f"{event.reason}s_dropped")  # replays_dropped, reflections_dropped
             if event.count == 1:
                 LOG.info("dropping %s frames from %s", event.reason, self.peer or self.address)
+
+    @property
+    def _limit_id(self) -> str:
+        return f"link-{id(self):x}"
+
+    async def _derive_key(self, event: KeyNeeded) -> None:
+        """Answer a :class:`KeyNeeded`: the handshake limits, then the key in node.keywork.
+
+        The event loop only waits: the PBKDF2 (or RSA seal) runs in a worker
+        thread, then the connection gets the answer and the driver sends it.
+        """
+        node, conn = self.node, self.conn
+        refusal = node.handshake_limits.check(
+            self._limit_id, f"key-{self.client.client_id}", node.now()
+        )
+        if refusal is not None:
+            node.count(
+                "rekeys_refused"
+                if refusal.close_code == CloseCode.POLICY
+                else "key_handshakes_refused"
+            )
+            conn.refuse_key(refusal)
+        else:
+            try:
+                answer = await node.keywork.run(handshake.hub_finish, event.job)
+            except KeyWorkBusy as exc:
+                node.count("key_work_busy")
+                conn.refuse_key(exc)
+            else:
+                conn.provide_key(answer)
+        self.driver.process()
 
     def _register(self, hello: dict[str, Any]) -> None:
         """Name the link after its session and add it to the node (or update it)."""

@@ -37,6 +37,7 @@ from typing import Any
 
 from hivemind_bus_client.protocol import crypto
 from hivemind_bus_client.protocol.connection import Connection, Role
+from hivemind_bus_client.protocol.framing import encode_once
 from hivemind_bus_client.protocol.message import HiveMessage, HiveMessageType
 from hivemind_bus_client.protocol.router import (
     AskLocal,
@@ -54,6 +55,7 @@ from hivemind_core.binary import BinaryHandler, LoggingBinaryHandler
 from hivemind_core.config import HubConfig
 from hivemind_core.delivery import Delivery
 from hivemind_core.handshake_ivs import HandshakeIVs
+from hivemind_core.keying import HandshakeLimits
 from hivemind_core.keywork import KeyWork
 from hivemind_core.last_seen import LastSeenWriter
 from hivemind_core.ratelimit import AGENT, PROPAGATE, RateLimits
@@ -158,6 +160,8 @@ class HubNode(Delivery):
         self.handshake_ivs = HandshakeIVs()
         #: The bounded executor every key derivation of this hub runs in.
         self.keywork = KeyWork(config.key_workers, config.key_queue)
+        #: Handshakes per link and per access key (hivemind_core.keying).
+        self.handshake_limits = HandshakeLimits.from_config(config)
         #: Debounced, off-loop ``last_seen`` writes.
         self.last_seen = LastSeenWriter(database, config.last_seen_delay, self.count)
 
@@ -201,6 +205,7 @@ class HubNode(Delivery):
             node_id=self.node_id,
             handshake_timeout=cfg.handshake_timeout,
             max_size=cfg.max_frame_size,
+            max_inflated=cfg.max_inflated,
         )
         client_id = getattr(client, "client_id", None)
         if isinstance(client_id, int):
@@ -322,24 +327,32 @@ class HubNode(Delivery):
             if not admin and not self.limits.allow(PROPAGATE, peer, self.now()):
                 self.rate_denied(peer, HiveMessageType.PROPAGATE.value)
                 return
-        self.execute(self.router.handle(peer, message, self.now()))
+        self.execute(self.router.handle(peer, message, self.now()), peer)
 
-    def execute(self, actions: Iterable[Any]) -> None:
+    def execute(self, actions: Iterable[Any], origin: str | None = None) -> None:
         """Carry out router actions. The ONE place every action type is dispatched.
 
         ``Send`` writes to a link, ``Deliver`` hands a message to this node,
         ``Deny`` answers ``hive.policy.denied`` (closing with 4003 when the
         router says so), ``Drop`` is counted, ``AskLocal`` asks the agent.
         Other action types are looked up in :attr:`action_handlers`, so router
-        extensions plug in without touching this method.
+        extensions plug in without touching this method. A message sent to
+        several links is serialized once (``encode_once``); one over
+        ``max_forward_size`` is sent to none and its sender (``origin``) told.
         """
+        refused: set[int] = set()
+        with encode_once():
+            self._execute(actions, origin, refused)
+        self._arm_router_timer()
+
+    def _execute(self, actions: Iterable[Any], origin: str | None, refused: set[int]) -> None:
         for action in actions:
             try:
                 if isinstance(action, Send):
                     sink = self.sinks.get(action.peer)
                     if sink is None:
                         self.count("dropped_no_link")
-                    else:
+                    elif self.fits(action.message, origin, refused):
                         sink.send_message(action.message)
                 elif isinstance(action, Deliver):
                     self.deliver(action)
@@ -359,7 +372,6 @@ class HubNode(Delivery):
             except Exception:
                 self.count("errors")
                 LOG.exception("executing %s failed", type(action).__name__)
-        self._arm_router_timer()
 
     def _arm_router_timer(self) -> None:
         loop = self._loop

@@ -9,6 +9,7 @@
   listener's). One sweep closes those without a sign of life for that long
   (1001). Listeners with bookkeeping of their own to age (the HTTP
   listener's tombstones) add it with :meth:`Upkeep.also`.
+* The event loop's lateness, with ``loop_watch`` set (:mod:`hivemind_core.loopwatch`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 from hivemind_bus_client.exceptions import CloseCode
 from hivemind_bus_client.protocol.router import Permissions
 from hivemind_core.admission import REVOKED_KEY
+from hivemind_core.loopwatch import watch_loop
 from hivemind_core.node import HubNode
 
 __all__ = ["Upkeep", "sweep_interval"]
@@ -65,6 +67,14 @@ class Upkeep:
         )
         if self._idle:
             self._start_sweeper()
+        cfg = self.node.config
+        if cfg.loop_watch > 0:
+            self._tasks.append(
+                asyncio.get_running_loop().create_task(
+                    watch_loop(self.node, cfg.loop_watch, cfg.loop_stall_ms),
+                    name="hivemind-loop-watch",
+                )
+            )
 
     async def stop(self) -> None:
         """Cancel every duty."""

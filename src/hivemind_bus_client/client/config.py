@@ -138,6 +138,11 @@ class ClientConfig:
     """How long ``emit`` waits for a link that is reconnecting."""
     max_size: int = 16 * 1024 * 1024
     """Largest frame accepted, in bytes."""
+    max_inflated: int = 1024 * 1024
+    """Bytes a compressed binary frame may inflate to (1009 above it): far
+    below ``max_size``, so a small zlib bomb cannot become a huge message.
+    Raise it on both ends for big binarized messages (audio goes as BINARY,
+    never compressed, and is not bound by it)."""
     answer_pings: bool = True
     """Answer a PING flood with a PONG (topology discovery)."""
     cascade_timeout: float = 5.0

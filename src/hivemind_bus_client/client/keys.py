@@ -100,6 +100,7 @@ class LinkKeys:
             hello=hello,
             handshake_timeout=cfg.handshake_timeout,
             max_size=cfg.max_size,
+            max_inflated=cfg.max_inflated,
         )
 
 

@@ -73,8 +73,8 @@ class HiveMessageBusClient(ClientCore):
     Keyword-only limits (see :class:`hivemind_bus_client.client.config.ClientConfig`):
     ``connect_timeout``, ``handshake_timeout``, ``reconnect``,
     ``reconnect_delays``, ``max_reconnect_delay``, ``ping_interval``,
-    ``ping_timeout``, ``send_timeout``, ``max_size``, ``encodings``, ``ciphers``,
-    ``answer_pings``, ``cascade_timeout``; and the 1.2.x client's
+    ``ping_timeout``, ``send_timeout``, ``max_size``, ``max_inflated``,
+    ``encodings``, ``ciphers``, ``answer_pings``, ``cascade_timeout``; and the 1.2.x client's
     ``websocket_ping_interval``, ``websocket_ping_timeout`` (the same keepalive
     settings, 20 s each), ``websocket_connect_timeout`` (30 s, the websocket
     opening) and ``max_protocol_version`` (1..3, default 3; v1 is spoken today).

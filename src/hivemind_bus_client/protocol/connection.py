@@ -189,6 +189,7 @@ class Connection(LinkSteps):
 
         self._events: list[Event] = []
         self._out: list[str | bytes] = []
+        self._held: list[str | bytes] = []
         self._deadline: float | None = None
         self._iv: bytes | None = None
         self._hello_sent = False
@@ -220,6 +221,11 @@ class Connection(LinkSteps):
             return
         self.frames_in += 1
         self._resends = []  # the client is talking: no more offers
+        if self._key_job is not None:
+            return self._hold(data)  # a KeyNeeded is not answered yet (protocol.linksteps)
+        self._receive(data)
+
+    def _receive(self, data: str | bytes) -> None:
         if self.v3 is not None and self.v3.in_session:
             return self._v3_frame(data)
         try:

@@ -7,10 +7,13 @@ Events are small frozen values. The I/O layer drains them with
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hivemind_bus_client.exceptions import HiveMindError
 from hivemind_bus_client.protocol.message import HiveMessage
+
+if TYPE_CHECKING:
+    from hivemind_bus_client.protocol.handshake import KeyJob
 
 __all__ = [
     "CloseRequested",
@@ -18,6 +21,7 @@ __all__ = [
     "FrameDropped",
     "HandshakeComplete",
     "HelloReceived",
+    "KeyNeeded",
     "MessageReceived",
     "PSKNeeded",
 ]
@@ -66,6 +70,25 @@ class PSKNeeded(Event):
     """
 
     node_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyNeeded(Event):
+    """Hub, v1: a client HANDSHAKE passed its checks and waits for its key.
+
+    Only a connection made with ``defer_keys=True`` asks. ``job`` is a
+    :class:`~hivemind_bus_client.protocol.handshake.KeyJob` (a password's
+    PBKDF2, about 25 ms, or an RSA seal): run ``handshake.hub_finish(job)``
+    off the event loop and hand the answer in with ``Connection.provide_key``,
+    or refuse with ``Connection.refuse_key``. ``mode`` is the job's
+    (``password``, ``rsa``) and ``rekey`` tells a re-key of a keyed link from
+    the opening. Frames that arrive meanwhile are held, in order and bounded;
+    the handshake timeout keeps running.
+    """
+
+    mode: str
+    rekey: bool
+    job: KeyJob = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,10 @@ connection's business; these functions only build and open frames.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any, NamedTuple
 
 from hivemind_bus_client.exceptions import DecodingError, InvalidMessage, ProtocolError
@@ -23,8 +26,10 @@ __all__ = [
     "PLAINTEXT_TYPES",
     "Opened",
     "encode_message",
+    "encode_once",
     "open_frame",
     "open_frame_with_nonce",
+    "plaintext",
 ]
 
 #: The message types that may cross in plaintext at all (before a key exists).
@@ -33,6 +38,53 @@ PLAINTEXT_TYPES = frozenset({HiveMessageType.HELLO, HiveMessageType.HANDSHAKE})
 #: HANDSHAKE (the stock client repeats its own every 5 s until answered, and
 #: a re-key starts with one). A HELLO comes encrypted from every client.
 KEYED_PLAINTEXT_TYPES = frozenset({HiveMessageType.HANDSHAKE})
+
+
+#: The serialized forms of one :func:`encode_once` block: (id, binary, compress)
+#: -> (the message, kept alive so its id stays its own, the form).
+_Memo = dict[tuple[int, bool, bool], tuple[HiveMessage, "str | bytes"]]
+_ONCE: ContextVar[_Memo | None] = ContextVar("hivemind_encode_once", default=None)
+
+
+@contextlib.contextmanager
+def encode_once() -> Iterator[None]:
+    """Inside the block, serialize each message once, whatever number of links it goes to.
+
+    A hub's flood writes one :class:`HiveMessage` to N links: each link seals
+    it under its own key, but the JSON text (or the compressed binary frame)
+    under the seal is the same, so it is made once per form and reused; N
+    links then cost one serialization and N encryptions. The messages must
+    not change inside the block. Blocks nest (the outer one's memory is used).
+    """
+    if _ONCE.get() is not None:
+        yield
+        return
+    token = _ONCE.set({})
+    try:
+        yield
+    finally:
+        _ONCE.reset(token)
+
+
+def plaintext(message: HiveMessage, binary: bool, compress: bool = True) -> str | bytes:
+    """What a frame of ``message`` carries under its seal: JSON text, or a binary frame.
+
+    Remembered inside an :func:`encode_once` block.
+    """
+    memo = _ONCE.get()
+    key = (id(message), binary, binary and compress)
+    if memo is not None:
+        hit = memo.get(key)
+        if hit is not None and hit[0] is message:
+            return hit[1]
+    out: str | bytes
+    if binary:
+        out = encode_frame(message, compressed=True if compress else None)
+    else:
+        out = message.serialize()
+    if memo is not None:
+        memo[key] = (message, out)
+    return out
 
 
 def encode_message(
@@ -52,9 +104,11 @@ def encode_message(
     if mtype is HiveMessageType.BINARY or (
         binarize and mtype not in PLAINTEXT_TYPES and mtype not in JSON_ONLY_TYPES
     ):
-        raw = encode_frame(message, compressed=True if compress else None)
+        raw = plaintext(message, True, compress)
+        assert isinstance(raw, bytes)
         return cipher.seal_bytes(raw, nonce) if cipher else raw
-    text = message.serialize()
+    text = plaintext(message, False)
+    assert isinstance(text, str)
     return cipher.seal_text(text, nonce) if cipher else text
 
 

@@ -7,7 +7,7 @@ owns the state. The whole opening, hub first::
     hub    -> HELLO {pubkey, peer, node_id}                   plaintext
     hub    -> HANDSHAKE offer  (hub_offer)
     client -> HANDSHAKE reply  (client_reply: envelope | pubkey)
-    hub    -> HANDSHAKE answer (hub_answer: envelope, encoding, cipher)
+    hub    -> HANDSHAKE answer (hub_check, then hub_finish: envelope, encoding, cipher)
     client: key from the answer (client_finish)
     client -> HELLO {pubkey, session, site_id}                encrypted
     hub    -> HELLO {peer, node_id, pubkey}                   encrypted (final peer)
@@ -36,7 +36,7 @@ turns them into a close.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
@@ -62,11 +62,14 @@ __all__ = [
     "ClientReply",
     "HandshakeMode",
     "HubAnswer",
+    "KeyJob",
     "Settings",
     "choose",
     "client_finish",
     "client_reply",
     "hub_answer",
+    "hub_check",
+    "hub_finish",
     "hub_offer",
     "resolve_names",
 ]
@@ -180,11 +183,36 @@ class HubAnswer:
     binarize: bool
 
 
-def hub_answer(payload: Any, me: Settings) -> HubAnswer:
-    """Check a client's HANDSHAKE and derive the link key (hub side).
+@dataclass(frozen=True, slots=True)
+class KeyJob:
+    """A checked client HANDSHAKE, waiting for its key (hub side; see :func:`hub_check`).
+
+    Everything the costly step needs and nothing that calls back: the
+    password and the two salts (``password``, a PBKDF2 of about 25 ms), or the
+    client's public key and the hub's private key (``rsa``, an RSA signature).
+    Secrets stay out of ``repr``. :func:`hub_finish` runs it, in any thread.
+    """
+
+    mode: HandshakeMode
+    encoding: str
+    cipher: str
+    binarize: bool
+    #: password mode: the client's salt, and ours with the envelope we answer with.
+    client_iv: bytes = b""
+    own_envelope: str = ""
+    password: str | None = field(default=None, repr=False)
+    #: rsa mode.
+    client_public: crypto.PublicKey | None = field(default=None, repr=False)
+    hub_private: crypto.PrivateKey | None = field(default=None, repr=False)
+
+
+def hub_check(payload: Any, me: Settings) -> KeyJob:
+    """Check a client's HANDSHAKE without deriving anything (hub side).
 
     A hub with a password accepts only the password handshake; without one it
-    needs its RSA key for a client that sent a public key.
+    needs its RSA key for a client that sent a public key. What is refused
+    here (malformed, wrong password, a replayed envelope, nothing in common)
+    costs at most a hash.
     """
     if not isinstance(payload, dict):
         raise NegotiationFailed("HANDSHAKE payload must be an object")
@@ -193,6 +221,7 @@ def hub_answer(payload: Any, me: Settings) -> HubAnswer:
         payload.get("encodings", [DEFAULT_ENCODING]), me.encodings, "encoding", own_order
     )
     cipher = choose(payload.get("ciphers", [DEFAULT_CIPHER]), me.ciphers, "cipher", own_order)
+    binarize = bool(me.want_binarize and payload.get("binarize"))
     envelope = payload.get("envelope")
     pubkey = payload.get("pubkey")
     if password is not None:
@@ -200,29 +229,54 @@ def hub_answer(payload: Any, me: Settings) -> HubAnswer:
             raise AuthenticationFailed("this client must use the password handshake")
         if not crypto.verify_password_envelope(envelope, password):
             raise AuthenticationFailed("wrong password")
+        iv = crypto.envelope_iv(envelope)
         fresh: Callable[[bytes], bool] | None = getattr(me, "fresh_iv", None)  # hub: LinkSteps
-        if fresh is not None and not fresh(crypto.envelope_iv(envelope)):
+        if fresh is not None and not fresh(iv):
             # Before the PBKDF2: a replayed first frame costs a hash, not a derivation.
             raise HandshakeReplayed("password envelope already used (a replayed HANDSHAKE)")
-        own = crypto.password_envelope(password)
-        key = crypto.derive_password_key(
-            password, crypto.envelope_iv(envelope), bytes.fromhex(own[:16])
+        return KeyJob(
+            HandshakeMode.PASSWORD,
+            encoding,
+            cipher,
+            binarize,
+            client_iv=iv,
+            own_envelope=crypto.password_envelope(password),
+            password=password,
         )
-        mode = HandshakeMode.PASSWORD
-    elif isinstance(pubkey, str):
+    if isinstance(pubkey, str):
         if private_key is None:
             raise NegotiationFailed("this hub has no RSA key for the RSA handshake")
         try:
             client_pub = crypto.load_public_key(pubkey)
         except CryptoError as exc:
             raise NegotiationFailed(f"unusable client public key: {exc}") from None
-        own, key = crypto.rsa_seal_handshake(client_pub, private_key)
-        mode = HandshakeMode.RSA
+        return KeyJob(
+            HandshakeMode.RSA,
+            encoding,
+            cipher,
+            binarize,
+            client_public=client_pub,
+            hub_private=private_key,
+        )
+    raise NegotiationFailed("HANDSHAKE has neither a password envelope nor a public key")
+
+
+def hub_finish(job: KeyJob) -> HubAnswer:
+    """Derive the link key of a checked HANDSHAKE: the costly step (pure, thread-safe)."""
+    if job.mode is HandshakeMode.PASSWORD:
+        own = job.own_envelope
+        key = crypto.derive_password_key(job.password or "", job.client_iv, bytes.fromhex(own[:16]))
+    elif job.client_public is not None and job.hub_private is not None:
+        own, key = crypto.rsa_seal_handshake(job.client_public, job.hub_private)
     else:
-        raise NegotiationFailed("HANDSHAKE has neither a password envelope nor a public key")
-    reply = {"envelope": own, "encoding": encoding, "cipher": cipher}
-    binarize = bool(me.want_binarize and payload.get("binarize"))
-    return HubAnswer(reply, LinkCipher(key, cipher, encoding), mode, binarize)
+        raise ProtocolError(f"a {job.mode} key job without its keys")
+    reply = {"envelope": own, "encoding": job.encoding, "cipher": job.cipher}
+    return HubAnswer(reply, LinkCipher(key, job.cipher, job.encoding), job.mode, job.binarize)
+
+
+def hub_answer(payload: Any, me: Settings) -> HubAnswer:
+    """:func:`hub_check` then :func:`hub_finish`: the whole hub step, inline."""
+    return hub_finish(hub_check(payload, me))
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,10 @@ state machine in ``connection.py`` stays one readable page.
 * the hub's offer and every HANDSHAKE payload, both roles: v1 through
   :mod:`~hivemind_bus_client.protocol.handshake`, v3 through the connection's
   :class:`~hivemind_bus_client.protocol.v3link.V3Link` (``conn.v3``);
-* the v3 PSK hand-off, :meth:`LinkSteps.provide_psk`;
+* the v3 PSK hand-off, :meth:`LinkSteps.provide_psk`, and the hub's v1 key
+  hand-off, :meth:`LinkSteps.provide_key` (with ``defer_keys``: the PBKDF2 or
+  RSA seal runs where the caller likes, off its event loop; frames that come
+  meanwhile are held in order, at most ``HOLD_FRAMES`` and ``hold_bytes``);
 * the frames of a keyed v3 session (Noise transport, any bad frame fatal).
 
 A hub with v3 settings still serves v1 clients: a client HANDSHAKE without
@@ -19,18 +22,27 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from hivemind_bus_client.exceptions import HiveMindError, InvalidState, ProtocolError
+from hivemind_bus_client.exceptions import (
+    HiveMindError,
+    InvalidState,
+    PayloadTooBig,
+    ProtocolError,
+)
 from hivemind_bus_client.protocol import crypto, handshake
 from hivemind_bus_client.protocol.encryption import LinkCipher
-from hivemind_bus_client.protocol.events import Event
-from hivemind_bus_client.protocol.handshake import HandshakeMode
+from hivemind_bus_client.protocol.events import Event, KeyNeeded
+from hivemind_bus_client.protocol.gate import FrameGate
+from hivemind_bus_client.protocol.handshake import HandshakeMode, HubAnswer, KeyJob
 from hivemind_bus_client.protocol.message import HiveMessage, HiveMessageType
 from hivemind_bus_client.protocol.states import Role, State
 from hivemind_bus_client.protocol.v3link import V3Link, V3Step
 
-__all__ = ["LinkSteps"]
+__all__ = ["HOLD_FRAMES", "LinkSteps"]
 
 _SHAKE = HiveMessageType.HANDSHAKE
+#: Frames a hub link holds while its key is derived (a client waiting for our
+#: answer sends little: a repeat of its HANDSHAKE, frames already in flight).
+HOLD_FRAMES = 32
 
 
 class LinkSteps:
@@ -52,6 +64,14 @@ class LinkSteps:
     #: Hub: ``fresh_iv(iv)`` is False for a password IV already used with this
     #: key (a replayed HANDSHAKE, refused before any key derivation).
     fresh_iv: Callable[[bytes], bool] | None = None
+    #: Hub, v1: ask for each HANDSHAKE's key with a :class:`KeyNeeded` event
+    #: (answered by :meth:`provide_key`) instead of deriving it on the spot.
+    defer_keys: bool = False
+    #: The checked HANDSHAKE waiting for its key, and the frames held meanwhile.
+    _key_job: KeyJob | None = None
+    _held: list[str | bytes]
+    _held_bytes: int = 0
+    gate: FrameGate
     cipher: LinkCipher | None
     mode: HandshakeMode | None
     peer_hello: dict[str, Any]
@@ -66,6 +86,7 @@ class LinkSteps:
         def _keyed(self, link: LinkCipher | None, mode: HandshakeMode) -> None: ...
         def _queue_plain(self, mtype: HiveMessageType, payload: dict[str, Any]) -> None: ...
         def _fail(self, exc: HiveMindError) -> None: ...
+        def _receive(self, data: str | bytes) -> None: ...
 
     # -- public ----------------------------------------------------------------------
 
@@ -88,6 +109,58 @@ class LinkSteps:
             self._v3_apply(self.v3.resume())
         except HiveMindError as exc:
             self._fail(exc)
+
+    def provide_key(self, answer: HubAnswer) -> None:
+        """Hub: hand in ``handshake.hub_finish(event.job)`` for a :class:`KeyNeeded`.
+
+        The reply goes out, the link is keyed, then the frames held meanwhile
+        are read in order. Drain :meth:`events` and :meth:`frames_to_send`
+        afterwards. Ignored once the link is closing or closed (a derivation
+        that finished late).
+
+        Raises:
+            InvalidState: no key was asked for.
+        """
+        if self.state in (State.CLOSING, State.CLOSED):
+            return
+        if self._key_job is None:
+            raise InvalidState("provide_key without a KeyNeeded")
+        self._key_job = None
+        self._hub_answered(answer)
+        while self._held and self._key_job is None:
+            if self.state in (State.CLOSING, State.CLOSED):
+                break
+            frame = self._held.pop(0)
+            self._held_bytes -= len(frame)
+            self._receive(frame)
+        if self._key_job is None:
+            self._held, self._held_bytes = [], 0
+
+    def refuse_key(self, error: HiveMindError) -> None:
+        """Hub: do not answer the pending :class:`KeyNeeded`; close with ``error``'s code.
+
+        For a refusal made by the caller (too many handshakes, no worker free);
+        ignored once closing or closed.
+        """
+        if self.state in (State.CLOSING, State.CLOSED):
+            return
+        self._key_job, self._held, self._held_bytes = None, [], 0
+        self._fail(error)
+
+    def hold_bytes(self) -> int:
+        """Bytes of frames a link holds while its key is derived: four handshake
+        frames, or one inflated message once keyed (a re-key of a busy link)."""
+        gate = self.gate
+        if self.state is State.READY:
+            return max(4 * gate.max_handshake_frame, gate.max_inflated)
+        return 4 * gate.max_handshake_frame
+
+    def _hold(self, data: str | bytes) -> None:
+        """Keep a frame that came while the key is derived; too many close the link."""
+        self._held.append(data)
+        self._held_bytes += len(data)
+        if len(self._held) > HOLD_FRAMES or self._held_bytes > self.hold_bytes():
+            self.refuse_key(PayloadTooBig("too much sent while the handshake key is derived"))
 
     def encode_frames(self, message: HiveMessage) -> list[str | bytes]:
         """All the frames carrying ``message`` on this link, to write in order.
@@ -126,7 +199,14 @@ class LinkSteps:
             self._client_offer(payload)
 
     def _hub_handshake(self, payload: Any) -> None:
-        answer = handshake.hub_answer(payload, self)
+        job = handshake.hub_check(payload, self)
+        if self.defer_keys:
+            self._key_job = job
+            self._events.append(KeyNeeded(job.mode.value, self.state is State.READY, job))
+            return
+        self._hub_answered(handshake.hub_finish(job))
+
+    def _hub_answered(self, answer: HubAnswer) -> None:
         self.binarize = answer.binarize
         # The reply goes out in plaintext (the client cannot have the new key yet).
         self._queue_plain(_SHAKE, answer.reply)

@@ -344,7 +344,8 @@ def test_malformed_requests_get_http_errors_and_never_crash(
     # not connected yet
     status, data = raw(port, "GET", "/get_messages" + q)
     assert status == 409 and data["error"] == "Client is not connected"
-    assert raw(port, "POST", "/connect" + q) == (200, {"status": "Connected"})
+    status, data = raw(port, "POST", "/connect" + q)
+    assert status == 200 and data["status"] == "Connected" and len(data["link_secret"]) >= 40
     # missing message
     body, headers = form(other="x")
     assert raw(port, "POST", "/send_message" + q, body, headers) == (

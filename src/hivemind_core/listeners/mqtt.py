@@ -24,15 +24,21 @@ ends a link itself it publishes ``offline <code> <reason>`` (not retained) on
 that key's status topic, the close code a websocket would have carried.
 Frames for a known key without a link (the hub restarted) get ``offline 1001``.
 
+Admission is the websocket one: the lookup runs in a worker thread (at most
+``max_admissions`` at once), and since the broker hides who published, the
+throttle's address is the broker's: unknown keys count against it, wrong
+passwords against it and the key, so a key guesser is throttled while known
+keys still get in. ``max_connections`` caps the live links (``offline 1013``).
+
 Anyone on the broker can publish anywhere, so nothing a publisher sends may
 raise out of the listener: an unknown key's bootstrap is a failed
-authentication (counted, throttled per key, answered ``offline 1008 invalid
-access key``); other frames for unknown keys, topics of the wrong shape and
-retained status messages are dropped and counted (``mqtt_unknown_key``,
-``mqtt_bad_topic``); an invalid frame for a live link closes that link only.
+authentication (answered ``offline 1008 invalid access key``); other frames
+for unknown keys, topics of the wrong shape and retained status messages are
+dropped and counted (``mqtt_unknown_key``, ``mqtt_bad_topic``); an invalid
+frame for a live link closes that link only.
 
-Writes never wait: one publisher task drains an outbox in order (QoS 1 by
-default). A lost broker is reconnected with backoff; links survive it.
+Writes never wait (:class:`~.mqtt_channel.BrokerOutbox`). A lost broker is
+reconnected with backoff; links survive it.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ the ecosystem's bootstrap, and listens to what the hub answers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import os
@@ -587,3 +588,32 @@ def test_mqtt_links_are_capped_with_a_1013_notice(
         bootstrap(stranger, prefix, first.api_key)
         wait_until(lambda: hub.stat("mqtt_connections") == 2, what="the replacement link")
         assert hub.stat("refused_connection_cap") == 1
+
+
+def test_a_frame_racing_a_hub_side_close_does_not_turn_its_1008_into_1001(
+    hub: MQTTHub, mosquitto: Broker, prefix: str, stranger: Stranger
+) -> None:
+    """The cause of the old 1001-vs-1008 flake: a satellite frame that reached the
+    hub between its close and the close notice was answered "no link: 1001" first."""
+    row = hub.add_client("sat")
+    status = f"{prefix}/{row.api_key}/status"
+    with client_for(mosquitto, prefix, row.api_key) as client:
+        stranger.subscribe(status)
+
+        def close_then_frame() -> None:
+            hub.listener.links[row.api_key].close(1008, "credentials revoked")
+            hub.listener.handle(f"{prefix}/{row.api_key}/in", b'{"ciphertext": "00"}')
+
+        hub.call(close_then_frame)
+        wait_until(lambda: client.fatal_error is not None, what="the client to stop")
+        error = client.fatal_error
+        assert isinstance(error, ConnectionClosedError) and error.code == 1008, error
+        notices = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                topic, payload = stranger.next(1.0)
+                if topic == status and payload.startswith(b"offline "):
+                    notices.append(payload)
+        # the first notice is the close's own (later frames may still hear "start again")
+        assert notices and notices[0].startswith(b"offline 1008 "), notices
+        assert hub.stat("mqtt_dropped_closing") == 1

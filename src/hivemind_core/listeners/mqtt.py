@@ -101,10 +101,9 @@ class MQTTListener:
         self.max_admissions = max(1, max_admissions)
         #: Live links by access key.
         self.links: dict[str, SatelliteLink] = {}
-        #: Where every MQTT satellite comes from for the failed-auth throttle:
-        #: the broker hides the publisher's address, so it is the broker's.
+        #: The throttle's address of every MQTT satellite (the broker hides theirs).
         self.source = f"mqtt:{self.where}"
-        #: Admissions in flight (database lookups in worker threads) by access key.
+        #: Admissions in flight: bootstraps by access key, stray-frame lookups.
         self._admitting: dict[str, asyncio.Task[None]] = {}
         self._strays: set[asyncio.Task[None]] = set()
         self._client: aiomqtt.Client | None = None
@@ -187,7 +186,7 @@ class MQTTListener:
                     await client.publish(self.presence_topic, wire.OFFLINE, qos=1, retain=True)
                 await client.__aexit__(None, None, None)
 
-    # -- publishing -------------------------------------------------------------------
+    # -- publishing and receiving ---------------------------------------------------
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         """Queue one publish (never waits); dropped and counted when the outbox is full."""
@@ -196,8 +195,6 @@ class MQTTListener:
     def notify(self, key: str, code: int, reason: str) -> None:
         """Tell the satellite of ``key`` that it has no link (see the module docstring)."""
         self.publish(self.topic(key, "status"), wire.format_notice(code, reason))
-
-    # -- receiving ----------------------------------------------------------------------
 
     async def _receive(self) -> None:
         """Hand every broker message to :meth:`handle`; reconnect when the broker goes away."""
@@ -247,9 +244,12 @@ class MQTTListener:
             self._admit(key, self._start(key, useragent))
             return
         link = self.links.get(key)
-        if link is None or link.closing:
+        if link is None:
             if key not in self._admitting:  # else its link is about to open
                 self._admit(None, self._stray(key))
+            return
+        if link.closing:  # its close notice is on the way: a 1001 must not overtake it
+            self.node.count("mqtt_dropped_closing")
             return
         assert isinstance(link.channel, BrokerChannel)
         link.channel.feed(wire.frame_of(payload))

@@ -391,9 +391,10 @@ def test_key_alone_cannot_drain_disconnect_or_take_over_a_live_http_link(tmp_pat
 
 
 @pytest.mark.xfail(
-    reason="already failing before link secrets: the stock 0.4.4 HTTP client sends its "
-    "password HANDSHAKE several times on one link (its 1 s polls and 5 s handshake restart) "
-    "and ends keyed differently from the hub (1008 frame failed authentication)",
+    reason="fails the same way without link secrets: the stock 0.4.4 HTTP client handles "
+    "every hub frame twice (its _handle_hive_protocol calls protocol.handle_* and then the "
+    "same handlers the protocol registered with hm.on), so it answers each HANDSHAKE twice "
+    "with different IVs and ends keyed differently from the hub (1008)",
     strict=False,
 )
 def test_stock_reference_http_client_keeps_working(tmp_path: Path) -> None:

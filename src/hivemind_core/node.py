@@ -200,6 +200,7 @@ class HubNode(Delivery):
             node_id=self.node_id,
             handshake_timeout=cfg.handshake_timeout,
             max_size=cfg.max_frame_size,
+            allow_v0=getattr(cfg, "allow_v0", True),
         )
         client_id = getattr(client, "client_id", None)
         if isinstance(client_id, int):

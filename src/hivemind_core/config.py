@@ -146,6 +146,11 @@ class HubConfig:
     prefer_hub_order: bool = True
     #: Offer binary framing to clients.
     binarize: bool = False
+    #: Protocol v0 (HiveMind-js and other old clients): a client whose row has
+    #: a ``crypto_key`` may skip the handshake and seal its frames under that
+    #: pre-shared key (docs/hub.md, "Protocol v0 clients"). False: every client
+    #: must handshake.
+    allow_v0: bool = True
 
     #: Largest websocket frame accepted, bytes (close 1009 above it).
     max_frame_size: int = 16 * 1024 * 1024

@@ -206,6 +206,7 @@ class HubNode(Delivery):
             handshake_timeout=cfg.handshake_timeout,
             max_size=cfg.max_frame_size,
             max_inflated=cfg.max_inflated,
+            allow_v0=getattr(cfg, "allow_v0", True),
         )
         client_id = getattr(client, "client_id", None)
         if isinstance(client_id, int):

@@ -344,7 +344,8 @@ def test_malformed_requests_get_http_errors_and_never_crash(
     # not connected yet
     status, data = raw(port, "GET", "/get_messages" + q)
     assert status == 409 and data["error"] == "Client is not connected"
-    assert raw(port, "POST", "/connect" + q) == (200, {"status": "Connected"})
+    status, data = raw(port, "POST", "/connect" + q)
+    assert status == 200 and data["status"] == "Connected" and len(data["link_secret"]) >= 40
     # missing message
     body, headers = form(other="x")
     assert raw(port, "POST", "/send_message" + q, body, headers) == (
@@ -535,3 +536,75 @@ def test_slow_request_heads_are_cut_off_at_read_timeout(
         assert sock.recv(65536).startswith(b"HTTP/1.1 200")
         took = seconds_until_closed(sock, b"GET /get_messages HTTP/1.1\r\nX-Slow: " + b"a" * 60)
     assert took < 3, f"a kept-alive connection's second head was allowed {took:.1f} s"
+
+
+# -- link secrets and connection caps (issue #11 items 15 and the caps) -------------------
+
+SECRET = "X-HiveMind-Link-Secret"
+
+
+def test_a_bound_link_refuses_every_request_without_its_secret(hub: HubThread) -> None:
+    row = hub.add_client("sat")
+    q = f"?authorization={auth(row.api_key, 'thief')}"
+    with client_for(hub, row.api_key) as client:
+        secret = client._http_channel.link_secret
+        assert secret, "our client did not keep the link secret"
+        for method, path in (("GET", "/get_messages"), ("GET", "/get_binary_messages")):
+            assert raw(hub.port, method, path + q) == (403, {"error": "link secret required"})
+        body, headers = form(message="garbage")
+        assert raw(hub.port, "POST", "/send_message" + q, body, headers)[0] == 403
+        assert raw(hub.port, "POST", "/disconnect" + q)[0] == 403
+        assert raw(hub.port, "POST", "/connect" + q) == (409, {"error": "link in use"})
+        wrong = {SECRET: "x" * len(secret)}
+        assert raw(hub.port, "GET", "/get_messages" + q, headers=wrong)[0] == 403
+        assert hub.stat("http_link_refused") == 6
+        answer = client.wait_for_response(utterance("echo mine"), reply_type="speak", timeout=5)
+        assert answer is not None and answer.payload.data["utterance"] == "mine"
+        # with the secret the link may be replaced (our reconnect after a lost channel)
+        status, data = raw(hub.port, "POST", "/connect" + q, headers={SECRET: secret})
+        assert status == 200 and data["link_secret"] != secret
+
+
+def test_an_unbound_link_is_replaced_and_a_stale_secret_is_told_to_start_again(
+    hub: HubThread,
+) -> None:
+    row = hub.add_client("sat")
+    q = f"?authorization={auth(row.api_key)}"
+    status, first = raw(hub.port, "POST", "/connect" + q)
+    assert status == 200
+    mine = {SECRET: first["link_secret"]}
+    # claimed, but its handshake never completed: any /connect of the key replaces it
+    assert raw(hub.port, "GET", "/get_messages" + q, headers=mine)[0] == 200
+    status, second = raw(hub.port, "POST", "/connect" + q)
+    assert status == 200 and second["link_secret"] != first["link_secret"]
+    status, data = raw(hub.port, "GET", "/get_messages" + q, headers=mine)
+    assert status == 409 and data["error"] == "Client is not connected", data
+    assert data["reason"] == "replaced by a new /connect"
+    # a client that never sends a secret (the reference's) polls as before
+    assert raw(hub.port, "GET", "/get_messages" + q)[0] == 200
+    assert hub.stat("http_link_refused") == 0
+    assert hub.links() == 1
+
+
+def test_http_links_are_capped_in_total_and_per_address(
+    make_hub: Callable[..., HubThread],
+) -> None:
+    hub = make_hub(max_connections=2, max_connections_per_address=0)
+    keys = [hub.add_client(f"sat{n}").api_key for n in range(3)]
+    assert raw(hub.port, "POST", f"/connect?authorization={auth(keys[0])}")[0] == 200
+    assert raw(hub.port, "POST", f"/connect?authorization={auth(keys[1])}")[0] == 200
+    status, data = raw(hub.port, "POST", f"/connect?authorization={auth(keys[2])}")
+    assert (status, data) == (503, {"error": "too many connections (2)"})
+    assert hub.stat("refused_connection_cap") == 1
+    # a new /connect of a key with a live link replaces it: no extra link
+    assert raw(hub.port, "POST", f"/connect?authorization={auth(keys[1])}")[0] == 200
+    assert raw(hub.port, "POST", f"/disconnect?authorization={auth(keys[0])}")[0] == 200
+    assert raw(hub.port, "POST", f"/connect?authorization={auth(keys[2])}")[0] == 200
+
+    per = make_hub(max_connections=0, max_connections_per_address=1)
+    a, b = per.add_client("a").api_key, per.add_client("b").api_key
+    assert raw(per.port, "POST", f"/connect?authorization={auth(a)}")[0] == 200
+    status, data = raw(per.port, "POST", f"/connect?authorization={auth(b)}")
+    assert (status, data) == (503, {"error": "too many connections from this address (1)"})
+    assert per.stat("refused_connection_cap") == 1
+    assert per.links() == 1

@@ -10,6 +10,7 @@ the ecosystem's bootstrap, and listens to what the hub answers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import os
@@ -512,3 +513,107 @@ def test_cli_listen_serves_mqtt(mosquitto: Broker, prefix: str, tmp_path: Path) 
         proc.terminate()
         proc.wait(10)
     assert proc.returncode == 0, log.read_text(errors="replace")[-2000:]
+
+
+# ---- admission: off the loop, throttled like a websocket's; connection caps -------------
+
+
+def bootstrap(stranger: Stranger, prefix: str, key: str) -> None:
+    hello = HiveMessage(HiveMessageType.HELLO, {"session": {"session_id": "s"}, "site_id": "x"})
+    stranger.publish(f"{prefix}/{key}/in", hello.serialize())
+
+
+def test_wrong_key_flood_is_throttled_and_does_not_stall_a_websocket_round_trip(
+    make_hub: Callable[..., MQTTHub], mosquitto: Broker, prefix: str, stranger: Stranger
+) -> None:
+    import time
+
+    from hivemind_bus_client import HiveMessageBusClient
+
+    hub = make_hub(failed_auth_budget=5, auth_window=60.0)
+    row = hub.add_client("ws-sat")
+    with HiveMessageBusClient(
+        key=row.api_key,
+        password="pw",
+        host="ws://127.0.0.1",
+        port=hub.server.port,
+        identity=NodeIdentity({}),
+        site_id="hall",
+    ) as ws_client:
+        ws_client.connect()
+        real = hub.db.get_client_by_api_key
+
+        def slow(key: str) -> Any:  # a database that needs 1 s per lookup
+            time.sleep(1.0)
+            return real(key)
+
+        hub.db.get_client_by_api_key = slow
+        for n in range(15):
+            bootstrap(stranger, prefix, f"guess-{n}")
+        time.sleep(0.3)  # the hub is busy with the flood now
+        worst = 0.0
+        for n in range(5):
+            t0 = time.monotonic()
+            answer = ws_client.wait_for_response(
+                utterance(f"echo during flood {n}"), reply_type="speak", timeout=20
+            )
+            worst = max(worst, time.monotonic() - t0)
+            assert answer is not None and answer.payload.data["utterance"] == f"during flood {n}"
+        # on the loop, each lookup stalls every link for 1 s (15 s in all)
+        assert worst < 0.5, f"a websocket round trip took {worst:.2f} s during the flood"
+        wait_until(lambda: hub.stat("auth_throttled") > 0, what="the flood to be throttled")
+        assert hub.stat("auth_failures") == 5
+        assert hub.stat("mqtt_unknown_key") == 5
+        # the key throttle is per key: a known MQTT satellite still gets in
+        hub.db.get_client_by_api_key = real
+        mqtt_row = hub.add_client("mqtt-sat")
+        with client_for(mosquitto, prefix, mqtt_row.api_key) as client:
+            assert ask(client, "after the flood") == "after the flood"
+
+
+def test_mqtt_links_are_capped_with_a_1013_notice(
+    make_hub: Callable[..., MQTTHub], mosquitto: Broker, prefix: str, stranger: Stranger
+) -> None:
+    hub = make_hub(max_connections=1)
+    first, second = hub.add_client("first"), hub.add_client("second")
+    with client_for(mosquitto, prefix, first.api_key):
+        stranger.subscribe(f"{prefix}/{second.api_key}/status")
+        bootstrap(stranger, prefix, second.api_key)
+        topic, payload = stranger.next()
+        assert topic == f"{prefix}/{second.api_key}/status"
+        assert payload == b"offline 1013 too many connections (1)"
+        assert hub.stat("refused_connection_cap") == 1
+        assert hub.links() == 1
+        # the satellite's own fresh start replaces its link: not refused
+        bootstrap(stranger, prefix, first.api_key)
+        wait_until(lambda: hub.stat("mqtt_connections") == 2, what="the replacement link")
+        assert hub.stat("refused_connection_cap") == 1
+
+
+def test_a_frame_racing_a_hub_side_close_does_not_turn_its_1008_into_1001(
+    hub: MQTTHub, mosquitto: Broker, prefix: str, stranger: Stranger
+) -> None:
+    """The cause of the old 1001-vs-1008 flake: a satellite frame that reached the
+    hub between its close and the close notice was answered "no link: 1001" first."""
+    row = hub.add_client("sat")
+    status = f"{prefix}/{row.api_key}/status"
+    with client_for(mosquitto, prefix, row.api_key) as client:
+        stranger.subscribe(status)
+
+        def close_then_frame() -> None:
+            hub.listener.links[row.api_key].close(1008, "credentials revoked")
+            hub.listener.handle(f"{prefix}/{row.api_key}/in", b'{"ciphertext": "00"}')
+
+        hub.call(close_then_frame)
+        wait_until(lambda: client.fatal_error is not None, what="the client to stop")
+        error = client.fatal_error
+        assert isinstance(error, ConnectionClosedError) and error.code == 1008, error
+        notices = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                topic, payload = stranger.next(1.0)
+                if topic == status and payload.startswith(b"offline "):
+                    notices.append(payload)
+        # the first notice is the close's own (later frames may still hear "start again")
+        assert notices and notices[0].startswith(b"offline 1008 "), notices
+        assert hub.stat("mqtt_dropped_closing") == 1

@@ -77,7 +77,8 @@ class HiveMindHTTPClient(ChannelledClient):
     def _new_channel(self) -> HTTPPollChannel:
         cfg = self.config
         self.config.binarize = False  # frames are text over HTTP
-        return HTTPPollChannel(
+        previous = getattr(self, "_http_channel", None)
+        channel = self._http_channel = HTTPPollChannel(
             cfg.host,
             cfg.port,
             cfg.key,
@@ -87,7 +88,10 @@ class HiveMindHTTPClient(ChannelledClient):
             poll_interval=self._poll[0],
             min_poll_interval=self._poll[1],
             request_timeout=self._poll[2],
+            # A link the hub still holds bound to us can only be replaced with its secret.
+            link_secret=previous.link_secret if previous is not None else None,
         )
+        return channel
 
     @property
     def base_url(self) -> str:

@@ -44,7 +44,7 @@ from hivemind_bus_client.exceptions import (
     InvalidState,
     ProtocolError,
 )
-from hivemind_bus_client.protocol import crypto, handshake, limits, replay
+from hivemind_bus_client.protocol import crypto, handshake, legacy, limits, replay
 from hivemind_bus_client.protocol.encodings import SupportedEncodings, get_encoding
 from hivemind_bus_client.protocol.encryption import LinkCipher, SupportedCiphers, get_cipher
 from hivemind_bus_client.protocol.events import (
@@ -102,6 +102,7 @@ class Connection(LinkSteps):
         role: ``Role.HUB`` for the listening end, ``Role.CLIENT`` for the satellite.
         password: the shared password (password handshake).
         crypto_key: legacy pre-shared key (16 characters → AES-128-GCM, JSON-HEX).
+        allow_v0: hub: a row with ``crypto_key`` may skip the handshake (protocol v0).
         private_key: this node's RSA key: the hub signs RSA handshakes with it and
             announces its public half; a client without password uses it for the
             RSA handshake.
@@ -155,8 +156,10 @@ class Connection(LinkSteps):
         max_inflated: int = limits.DEFAULT_MAX_INFLATED,
         max_handshake_frame: int = limits.DEFAULT_MAX_HANDSHAKE_FRAME,
         replay_window: int = replay.DEFAULT_REPLAY_WINDOW,
+        allow_v0: bool = True,
     ) -> None:
         self.role = role
+        self.allow_v0 = allow_v0
         self.state = State.HANDSHAKING
         self.password = password
         self.crypto_key = crypto_key
@@ -235,16 +238,12 @@ class Connection(LinkSteps):
                 self._events.append(opened)  # a replay or a reflection: never acted on
                 return
             msg, binary, sealed = opened.message, opened.binary, opened.sealed
-            if (
-                sealed
-                and self.state is State.HANDSHAKING
-                and self.role is Role.HUB
-                and self.password is None
-                and msg.msg_type is not _SHAKE
-            ):
-                # Legacy pre-shared-key client: a frame that authenticates under
-                # the pre-shared key is its proof; no key exchange follows.
-                self._keyed(self.cipher, HandshakeMode.PRESHARED)
+            if sealed and legacy.is_v0(self, msg):  # protocol v0 (protocol.legacy)
+                dropped = legacy.fresh(self, opened.nonce)
+                if dropped is not None:
+                    return self._events.append(dropped)
+                if self.state is State.HANDSHAKING:  # the pre-shared key is the proof
+                    self._keyed(self.cipher, HandshakeMode.PRESHARED)
             self._dispatch(msg, binary)
         except HiveMindError as exc:
             self._fail(exc)
@@ -280,6 +279,7 @@ class Connection(LinkSteps):
         if self.v3 is not None and self.v3.in_session:
             return self.v3.encode(message, single=True)[0]
         nonce = self.gate.seal_nonce(self.cipher) if self.cipher else None
+        legacy.remember_sent(self, nonce)
         return encode_message(message, self.cipher, self.binarize, self.compress, nonce)
 
     def announce(self, peer: str, node_id: str | None = None) -> None:

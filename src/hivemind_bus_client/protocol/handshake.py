@@ -139,7 +139,8 @@ class HandshakeMode(str, Enum):
 
 def hub_offer(me: Settings) -> dict[str, Any]:
     """The hub's HANDSHAKE offer: what it accepts and which handshake it wants."""
-    preshared = me.crypto_key is not None
+    # Protocol v0 (protocol.legacy): the row's pre-shared key alone, when allowed.
+    preshared = me.crypto_key is not None and getattr(me, "allow_v0", True)
     return {
         "handshake": not preshared,
         "min_protocol_version": 0 if preshared else 1,

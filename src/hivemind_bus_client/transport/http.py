@@ -14,7 +14,9 @@ ones, so the same Connection and the same :class:`~.driver.LinkDriver` run on it
 ==========================  ====================================================
 
 Every call carries ``?authorization=base64(useragent:key)``, percent-encoded
-(a raw ``+`` of base64 would be read back as a space by a standard query parser).
+(a raw ``+`` of base64 would be read back as a space by a standard query parser),
+and, once ``/connect`` answered one, the link's secret in the
+``X-HiveMind-Link-Secret`` header: after the handshake only we may use the link.
 
 Two lanes, one thread each (:class:`http.client.HTTPConnection` keep-alive, no
 extra dependency): one polls, one posts, so frames keep their order. Polling
@@ -47,9 +49,12 @@ from hivemind_bus_client.transport.channel import ChannelClosed, Frame, PumpedCh
 from hivemind_bus_client.transport.errors import map_errors
 from hivemind_bus_client.transport.tls import client_context
 
-__all__ = ["HTTPPollChannel"]
+__all__ = ["LINK_SECRET_HEADER", "HTTPPollChannel"]
 
 LOG = logging.getLogger(__name__)
+
+#: The request header that carries the hub's link secret (docs/hub.md, "Link secrets").
+LINK_SECRET_HEADER = "X-HiveMind-Link-Secret"
 
 #: Errors on a reused keep-alive socket that mean "the server closed it while idle".
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
@@ -86,6 +91,8 @@ class _Lane:
         path = f"/{endpoint}?authorization={ch.token}"
         body = urlencode(form).encode("ascii") if form is not None else None
         headers = {"User-Agent": ch.useragent, "Accept": "application/json"}
+        if ch.link_secret:
+            headers[LINK_SECRET_HEADER] = ch.link_secret
         if body is not None:
             headers["Content-Type"] = "application/x-www-form-urlencoded"
         raw = b""
@@ -138,6 +145,8 @@ class HTTPPollChannel(PumpedChannel):
         min_poll_interval: first re-poll delay after traffic; doubles up to ``poll_interval``.
         request_timeout: seconds one HTTP call may take.
         max_frames, max_bytes: bounds of the outgoing backlog.
+        link_secret: the secret of our previous link to this hub, if any: it lets
+            our ``/connect`` replace that link when the hub still holds it bound.
     """
 
     def __init__(
@@ -154,6 +163,7 @@ class HTTPPollChannel(PumpedChannel):
         request_timeout: float = 10.0,
         max_frames: int = 4096,
         max_bytes: int = 64 * 1024 * 1024,
+        link_secret: str | None = None,
     ) -> None:
         if poll_interval <= 0 or min_poll_interval <= 0:
             raise ValueError("poll intervals must be positive")
@@ -171,6 +181,8 @@ class HTTPPollChannel(PumpedChannel):
         self.min_poll_interval = min(min_poll_interval, poll_interval)
         self.request_timeout = request_timeout
         self.linked = False
+        #: The hub's secret of our link (sent on every request once known).
+        self.link_secret = link_secret
         self._pools: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
         self._lanes: dict[str, _Lane] = {}
         self._wake = asyncio.Event()
@@ -215,6 +227,9 @@ class HTTPPollChannel(PumpedChannel):
                 f"hub at {self.peer_address} refused /connect (HTTP {status}): "
                 f"{data.get('error', '')}"
             )
+        secret = data.get("link_secret")
+        # A hub without link secrets (the reference's) answers none: send none.
+        self.link_secret = secret if isinstance(secret, str) and secret.isascii() else None
         self.linked = True
         loop = asyncio.get_running_loop()
         self._tasks = [

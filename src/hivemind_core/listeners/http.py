@@ -16,30 +16,25 @@ accepted as a form field, as the reference's argument lookup does):
 
 Links are keyed by access key, as in the reference: one
 :class:`~hivemind_core.links.SatelliteLink` per key over a
-:class:`~hivemind_core.listeners.http_wire.PollChannel`, and a new
-``/connect`` replaces the old link (a client that restarted starts a fresh
-handshake). The link is the same class a websocket satellite gets: the node
-registers it, the permission watcher can revoke it, the one idle sweep closes
-it when it is not polled for ``idle_timeout`` seconds (1001), and the
-failed-auth throttle is the hub's.
+:class:`~hivemind_core.listeners.http_wire.PollChannel`; a new ``/connect``
+replaces the old link, unless a client bound it with its link secret
+(:mod:`~hivemind_core.listeners.http_guard`: then only that client may poll,
+post, disconnect or replace it). ``max_connections`` and
+``max_connections_per_address`` cap the live links (503). The link is the
+same class a websocket satellite gets: the node registers it, the permission
+watcher can revoke it, the idle sweep closes it when it is not polled for
+``idle_timeout`` seconds (1001), the failed-auth throttle is the hub's.
 
-When the hub closes a link (wrong password, protocol error, revocation,
-overflow, idle) the link stays as a *tombstone* until the client polls: the
-poll answers 409 with ``error``, the close ``code`` and ``reason``, and the
-frames still queued (e.g. a denial sent just before the close), so the client
-learns why. Tombstones are forgotten after ``idle_timeout``.
+When the hub closes a link the link stays as a *tombstone* until the client
+polls: the poll answers 409 with ``error``, the close ``code`` and ``reason``,
+and the frames still queued (a denial sent just before the close), so the
+client learns why. Tombstones are forgotten after ``idle_timeout``.
 
 Limits: the request line and each header must fit in ``max_header_size``
 bytes, and all headers together too (431); bodies need ``Content-Length`` (no
 chunked encoding: 501) and may not exceed ``max_body_size`` (413). Every
-answer is a JSON object; a malformed request gets a 4xx and the TCP
-connection is closed; nothing a peer sends can raise out of the handler.
-
-Status codes: 400 malformed request, missing message, or a frame the protocol
-core rejected (the link is then closed, as on a websocket); 401 unknown or
-revoked key or bad ``authorization``; 404/405 unknown path/method; 409 no link
-for this key; 413 body too large; 429 too many failed logins from this
-address (``Retry-After``); 431 headers too large; 500 internal error.
+answer is a JSON object; nothing a peer sends can raise out of the handler.
+Status codes are listed in docs/hub.md ("HTTP polling wire").
 """
 
 from __future__ import annotations
@@ -56,9 +51,18 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from hivemind_bus_client.exceptions import CloseCode
-from hivemind_core.admission import Admitted, Refusal, Refused, parse_authorization, parse_token
+from hivemind_core.admission import Admitted, Refusal, parse_authorization, parse_token
 from hivemind_core.links import SatelliteLink
 from hivemind_core.listeners import Hub
+from hivemind_core.listeners.http_guard import (
+    LINK_SECRET_HEADER,
+    guard,
+    new_link_secret,
+    not_connected,
+    over_cap,
+    poll_channel,
+    refused,
+)
 from hivemind_core.listeners.http_wire import (
     HiveWebServer,
     HTTPRefusal,
@@ -77,12 +81,6 @@ _ROUTES = {
     "/send_message": "POST",
     "/get_messages": "GET",
     "/get_binary_messages": "GET",
-}
-_REFUSALS = {
-    Refused.MALFORMED: "missing or malformed authorization",
-    Refused.UNKNOWN_KEY: "Invalid access key",
-    Refused.UNAVAILABLE: "client database unavailable",
-    Refused.THROTTLED: "too many failed authentications",
 }
 
 
@@ -185,10 +183,12 @@ class HTTPListener:
         node = self.node
         node.count("connections")
         node.count("http_connections")
+        channel = PollChannel(address, node.config.send_queue, node.config.send_queue_bytes)
+        channel.secret = new_link_secret()
         link = SatelliteLink(
             node,
             self.hub.admission,
-            PollChannel(address, node.config.send_queue, node.config.send_queue_bytes),
+            channel,
             admitted,
             address,
             transport="http",
@@ -219,7 +219,7 @@ class HTTPListener:
     def _forget_tombstones(self, now: float) -> None:
         horizon = now - self.idle_timeout
         for key, link in list(self.links.items()):
-            closed_at = _channel(link).closed_at
+            closed_at = poll_channel(link).closed_at
             if closed_at is not None and closed_at < horizon:
                 del self.links[key]
 
@@ -283,31 +283,33 @@ class HTTPListener:
             if length > self.preauth_body:
                 refusal = self.hub.admission.blocked(address, now)
                 if refusal is not None:
-                    return _refused(refusal)
+                    return refused(refusal)
                 node.count("http_preauth_refused")
                 raise HTTPRefusal(413, f"body larger than {self.preauth_body} bytes before login")
             form = await self._read_form(request, length)
             if creds is None and "authorization" in form:
                 creds = parse_token(form["authorization"].replace(" ", "+"))
         link = self.links.get(creds[1]) if creds is not None else None
+        presented = request.headers.get(LINK_SECRET_HEADER)
         if path == "/connect" or link is None:
             verdict = await self.hub.admission.check_off_loop(creds, address, now)
             if isinstance(verdict, Refusal):
-                return _refused(verdict)
+                return refused(verdict)
+            link = self.links.get(verdict.key)  # the lookup let other requests run
             if path == "/connect":
-                if link is not None:
-                    await self._release(link, CloseCode.NORMAL, "replaced by a new /connect")
-                self._open(verdict, address)
-                return json_response(200, {"status": "Connected"})
+                return await self._connect(verdict, link, presented, address)
         elif creds is not None:
             throttled = self.hub.admission.blocked(address, now, creds[1])
             if throttled is not None:
-                return _refused(throttled)
+                return refused(throttled)
         if link is None:
             if path == "/disconnect":
                 return json_response(409, {"error": "Already Disconnected"})
             return json_response(409, {"error": "Client is not connected"})
-        channel = _channel(link)
+        answer = guard(link, presented, path)
+        if answer is not None:
+            return answer
+        channel = poll_channel(link)
         if form is None:  # the key names a live link: now the body may be read
             form = await self._read_form(request, length)
         if path == "/disconnect":
@@ -325,15 +327,32 @@ class HTTPListener:
             name = "b64_messages"
             drained = [base64.b64encode(b).decode("ascii") for b in channel.drain_binary()]
         if channel.closed:
-            return json_response(409, _not_connected(channel, {name: drained}))
+            return json_response(409, not_connected(channel, {name: drained}))
         return json_response(200, {"status": "messages retrieved", name: drained})
+
+    async def _connect(
+        self, admitted: Admitted, link: SatelliteLink | None, presented: str | None, address: str
+    ) -> web.Response:
+        """``/connect``: a fresh link for the key (guarded, capped), its secret in the answer."""
+        answer = guard(link, presented, "/connect") if link is not None else None
+        if answer is not None:
+            return answer
+        reason = over_cap(self.links, admitted.key, address, self.node.config)
+        if reason is not None:
+            self.node.count("refused_connection_cap")
+            LOG.info("refused an http link from %s: %s", address, reason)
+            return json_response(503, {"error": reason}, {"Retry-After": "5"})
+        if link is not None:
+            await self._release(link, CloseCode.NORMAL, "replaced by a new /connect")
+        secret = poll_channel(self._open(admitted, address)).secret
+        return json_response(200, {"status": "Connected", "link_secret": secret})
 
     async def _receive(
         self, link: SatelliteLink, channel: PollChannel, form: dict[str, str], now: float
     ) -> web.Response:
         """``/send_message``: hand the frame to the link and wait until it is handled."""
         if channel.closed:
-            return json_response(409, _not_connected(channel))
+            return json_response(409, not_connected(channel))
         frame: str | bytes
         if "message" in form:
             frame = form["message"]
@@ -349,32 +368,8 @@ class HTTPListener:
         await asyncio.wait_for(channel.settle(), self.read_timeout)
         if link.closing:
             await link.wait_ended(self.read_timeout)
-            return json_response(400, _not_connected(channel))
+            return json_response(400, not_connected(channel))
         return json_response(200, {"status": "message sent"})
-
-
-def _channel(link: SatelliteLink) -> PollChannel:
-    channel = link.channel
-    assert isinstance(channel, PollChannel)
-    return channel
-
-
-def _not_connected(channel: PollChannel, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "error": "Client is not connected",
-        "code": channel.close_code,
-        "reason": channel.close_reason,
-    }
-    data.update(extra or {})
-    return data
-
-
-def _refused(refusal: Refusal) -> web.Response:
-    headers = None
-    if refusal.retry_after is not None:
-        headers = {"Retry-After": str(refusal.retry_after)}
-    # The body is left unread: the TCP connection closes.
-    return json_response(refusal.status, {"error": _REFUSALS[refusal.why]}, headers, close=True)
 
 
 async def start_http_listener(

@@ -108,6 +108,11 @@ class PollChannel(QueueChannel):
         self.binary_out: deque[bytes] = deque()
         #: Loop time the link ended at (None while open).
         self.closed_at: float | None = None
+        #: The link's secret (``/connect`` answers it; see :mod:`.http_guard`).
+        self.secret = ""
+        #: A request presented the secret / the handshake completed: both bind the link.
+        self.claimed = False
+        self.keyed = False
         self._fed = 0
         self._handled = 0
         self._taken = 0

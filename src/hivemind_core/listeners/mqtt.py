@@ -24,15 +24,21 @@ ends a link itself it publishes ``offline <code> <reason>`` (not retained) on
 that key's status topic, the close code a websocket would have carried.
 Frames for a known key without a link (the hub restarted) get ``offline 1001``.
 
+Admission is the websocket one: the lookup runs in a worker thread (at most
+``max_admissions`` at once), and since the broker hides who published, the
+throttle's address is the broker's: unknown keys count against it, wrong
+passwords against it and the key, so a key guesser is throttled while known
+keys still get in. ``max_connections`` caps the live links (``offline 1013``).
+
 Anyone on the broker can publish anywhere, so nothing a publisher sends may
 raise out of the listener: an unknown key's bootstrap is a failed
-authentication (counted, throttled per key, answered ``offline 1008 invalid
-access key``); other frames for unknown keys, topics of the wrong shape and
-retained status messages are dropped and counted (``mqtt_unknown_key``,
-``mqtt_bad_topic``); an invalid frame for a live link closes that link only.
+authentication (answered ``offline 1008 invalid access key``); other frames
+for unknown keys, topics of the wrong shape and retained status messages are
+dropped and counted (``mqtt_unknown_key``, ``mqtt_bad_topic``); an invalid
+frame for a live link closes that link only.
 
-Writes never wait: one publisher task drains an outbox in order (QoS 1 by
-default). A lost broker is reconnected with backoff; links survive it.
+Writes never wait (:class:`~.mqtt_channel.BrokerOutbox`). A lost broker is
+reconnected with backoff; links survive it.
 """
 
 from __future__ import annotations
@@ -41,18 +47,18 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections import deque
+from collections.abc import Coroutine
 from typing import Any
 
 from hivemind_bus_client.exceptions import CloseCode
 from hivemind_bus_client.protocol.reconnect import backoff
 from hivemind_bus_client.transport import mqtt as wire
-from hivemind_bus_client.transport.channel import Frame, QueueChannel
 from hivemind_bus_client.transport.mqtt import aiomqtt
 from hivemind_core.admission import Admitted, Refusal, Refused
 from hivemind_core.errors import BrokerUnavailable
 from hivemind_core.links import SatelliteLink
 from hivemind_core.listeners import Hub
+from hivemind_core.listeners.mqtt_channel import BrokerChannel, BrokerOutbox
 
 __all__ = ["DEFAULT_MQTT_USERAGENT", "BrokerChannel", "MQTTListener", "start_mqtt_listener"]
 
@@ -60,30 +66,6 @@ LOG = logging.getLogger(__name__)
 
 #: Useragent of an MQTT satellite whose bootstrap HELLO names none.
 DEFAULT_MQTT_USERAGENT = "HiveMindMQTTSatellite"
-
-
-class BrokerChannel(QueueChannel):
-    """The channel of one MQTT satellite: frames are published on its ``/out`` topic.
-
-    Frames from the satellite are fed by the listener. When the hub closes the
-    channel, the satellite is told on its status topic, unless :attr:`notify`
-    was cleared (it left or restarted itself).
-    """
-
-    def __init__(self, listener: MQTTListener, key: str) -> None:
-        super().__init__(wire.key_address(key), sender=self._publish, on_close=self._closed)
-        self.listener = listener
-        self.key = key
-        #: Tell the satellite when the link ends (not when it left or restarted itself).
-        self.notify = True
-        self._out = listener.topic(key, "out")
-
-    def _publish(self, frame: Frame) -> None:
-        self.listener.publish(self._out, wire.payload_of(frame))
-
-    def _closed(self, code: int, reason: str) -> None:
-        if self.notify:
-            self.listener.notify(self.key, code, reason)
 
 
 class MQTTListener:
@@ -95,6 +77,8 @@ class MQTTListener:
         connect_timeout: seconds the first broker connection may take.
         max_outbox: frames queued for the broker before new ones are dropped.
         reconnect_delay: cap of the backoff between broker reconnects, seconds.
+        max_admissions: admissions (client lookups) in flight at once; a
+            bootstrap or stray frame past them is dropped (``mqtt_admission_busy``).
     """
 
     def __init__(
@@ -105,6 +89,7 @@ class MQTTListener:
         connect_timeout: float = 10.0,
         max_outbox: int = 10_000,
         reconnect_delay: float = 10.0,
+        max_admissions: int = 32,
     ) -> None:
         self.hub = server
         self.node = server.node
@@ -113,13 +98,16 @@ class MQTTListener:
         self.connect_timeout = connect_timeout
         self.max_outbox = max_outbox
         self.reconnect_delay = reconnect_delay
+        self.max_admissions = max(1, max_admissions)
         #: Live links by access key.
         self.links: dict[str, SatelliteLink] = {}
+        #: The throttle's address of every MQTT satellite (the broker hides theirs).
+        self.source = f"mqtt:{self.where}"
+        #: Admissions in flight: bootstraps by access key, stray-frame lookups.
+        self._admitting: dict[str, asyncio.Task[None]] = {}
+        self._strays: set[asyncio.Task[None]] = set()
         self._client: aiomqtt.Client | None = None
-        self._outbox: deque[tuple[str, bytes, bool]] = deque()
-        self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self.outbox = BrokerOutbox(self.node, max_outbox, broker.qos, lambda: self._client)
         self._tasks: list[asyncio.Task[None]] = []
         node = self.node.node_id
         self.presence_topic = self.topic(node, "status") if wire.valid_level(node) else None
@@ -149,7 +137,7 @@ class MQTTListener:
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._receive(), name="hivemind-mqtt-receive"),
-            loop.create_task(self._publisher(), name="hivemind-mqtt-publish"),
+            loop.create_task(self.outbox.run(), name="hivemind-mqtt-publish"),
         ]
         LOG.info("HiveMind MQTT listener on broker %s, topics %s", where, self.topic("+", "in"))
 
@@ -174,13 +162,17 @@ class MQTTListener:
 
     async def close(self) -> None:
         """Close every link (1001, with a notice), say ``offline`` and leave the broker."""
+        for pending in [*self._admitting.values(), *self._strays]:
+            pending.cancel()
+        self._admitting.clear()
+        self._strays.clear()
         for link in list(self.links.values()):
             await link.aclose(CloseCode.GOING_AWAY, "hub stopping")
         self.links.clear()
         client = self._client
         if client is not None:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), 5)
+                await asyncio.wait_for(self.outbox.idle.wait(), 5)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -194,45 +186,15 @@ class MQTTListener:
                     await client.publish(self.presence_topic, wire.OFFLINE, qos=1, retain=True)
                 await client.__aexit__(None, None, None)
 
-    # -- publishing -------------------------------------------------------------------
+    # -- publishing and receiving ---------------------------------------------------
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         """Queue one publish (never waits); dropped and counted when the outbox is full."""
-        if len(self._outbox) >= self.max_outbox:
-            self.node.count("mqtt_outbox_overflow")
-            LOG.warning("MQTT outbox full (%d); dropped a publish to %s", self.max_outbox, topic)
-            return
-        self._outbox.append((topic, payload, retain))
-        self._idle.clear()
-        self._wake.set()
-
-    async def _publisher(self) -> None:
-        """Drain the outbox in order; each batch is pipelined (paho writes in call order)."""
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._outbox:
-                batch = list(self._outbox)
-                self._outbox.clear()
-                client = self._client
-                if client is None:
-                    self.node.count("mqtt_publish_failed", len(batch))
-                    continue
-                results = await asyncio.gather(
-                    *(client.publish(t, p, qos=self.broker.qos, retain=r) for t, p, r in batch),
-                    return_exceptions=True,
-                )
-                failed = [r for r in results if isinstance(r, BaseException)]
-                if failed:
-                    self.node.count("mqtt_publish_failed", len(failed))
-                    LOG.warning("%d MQTT publish(es) failed: %s", len(failed), failed[0])
-            self._idle.set()
+        self.outbox.put(topic, payload, retain)
 
     def notify(self, key: str, code: int, reason: str) -> None:
         """Tell the satellite of ``key`` that it has no link (see the module docstring)."""
         self.publish(self.topic(key, "status"), wire.format_notice(code, reason))
-
-    # -- receiving ----------------------------------------------------------------------
 
     async def _receive(self) -> None:
         """Hand every broker message to :meth:`handle`; reconnect when the broker goes away."""
@@ -276,11 +238,18 @@ class MQTTListener:
             return
         hello = wire.plain_hello(payload)
         if hello is not None:
-            self._start(key, hello)
+            useragent = hello.get("useragent")
+            if not isinstance(useragent, str) or not useragent or len(useragent) > 128:
+                useragent = DEFAULT_MQTT_USERAGENT
+            self._admit(key, self._start(key, useragent))
             return
         link = self.links.get(key)
-        if link is None or link.closing:
-            self._stray(key)
+        if link is None:
+            if key not in self._admitting:  # else its link is about to open
+                self._admit(None, self._stray(key))
+            return
+        if link.closing:  # its close notice is on the way: a 1001 must not overtake it
+            self.node.count("mqtt_dropped_closing")
             return
         assert isinstance(link.channel, BrokerChannel)
         link.channel.feed(wire.frame_of(payload))
@@ -294,25 +263,60 @@ class MQTTListener:
             self.node.count("mqtt_offline")
             self._quiet(link).close(CloseCode.GOING_AWAY, "satellite went offline")
 
-    def _start(self, key: str, hello: dict[str, Any]) -> None:
-        """A bootstrap HELLO: open a fresh link for ``key`` (replacing a live one)."""
+    def _admit(self, key: str | None, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` (an admission step) in a task: lookups never block the loop.
+
+        At most ``max_admissions`` at once, and one bootstrap per ``key`` (None:
+        a stray frame, not deduplicated); more are dropped and counted.
+        """
+        busy = len(self._admitting) + len(self._strays) >= self.max_admissions
+        if busy or (key is not None and key in self._admitting):
+            work.close()
+            self.node.count("mqtt_admission_busy")
+            return
+        task = asyncio.get_running_loop().create_task(work, name="hivemind-mqtt-admit")
+        if key is None:
+            self._strays.add(task)
+        else:
+            self._admitting[key] = task
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._strays.discard(finished)
+            if key is not None and self._admitting.get(key) is finished:
+                del self._admitting[key]
+            if not finished.cancelled() and finished.exception() is not None:
+                self.node.count("errors")
+                LOG.error("MQTT admission failed", exc_info=finished.exception())
+
+        task.add_done_callback(done)
+
+    async def _start(self, key: str, useragent: str) -> None:
+        """A bootstrap HELLO: admit ``key`` (off the loop), then open a fresh link for it.
+
+        Unknown keys count against the broker's address, wrong passwords against
+        it and the key, as a websocket's peer address and key do.
+        """
         node = self.node
-        address = wire.key_address(key)
-        useragent = hello.get("useragent")
-        if not isinstance(useragent, str) or not useragent or len(useragent) > 128:
-            useragent = DEFAULT_MQTT_USERAGENT
-        verdict = self.hub.admission.check((useragent, key), address, node.now())
+        admission = self.hub.admission
+        verdict = await admission.check_off_loop((useragent, key), self.source, node.now())
         if isinstance(verdict, Refusal):
             if verdict.why is Refused.UNKNOWN_KEY:
                 node.count("mqtt_unknown_key")
             self.notify(key, verdict.code, verdict.reason)
+            return
+        cap = node.config.max_connections
+        live = sum(1 for k in self.links if k != key)
+        if cap > 0 and live >= cap:
+            node.count("refused_connection_cap")
+            LOG.info("refused an MQTT link: too many connections (%d)", cap)
+            self.notify(key, CloseCode.TRY_AGAIN, f"too many connections ({cap})")
             return
         old = self.links.pop(key, None)
         if old is not None:
             self._quiet(old).close(CloseCode.NORMAL, "replaced by a fresh start of the satellite")
         node.count("connections")
         node.count("mqtt_connections")
-        self._open(verdict, address)
+        self._open(verdict, self.source)
 
     def _open(self, admitted: Admitted, address: str) -> SatelliteLink:
         link = SatelliteLink(
@@ -347,16 +351,11 @@ class MQTTListener:
             link.channel.notify = False
         return link
 
-    def _stray(self, key: str) -> None:
+    async def _stray(self, key: str) -> None:
         """A frame for a key without a link: tell a known satellite to start again."""
         node = self.node
-        admission = self.hub.admission
-        address = wire.key_address(key)
-        if admission.throttle.blocked(address, node.now()):
-            node.count("auth_throttled")
-            return
         try:
-            client = admission.lookup(key)
+            client = await asyncio.to_thread(self.hub.admission.lookup, key)
         except Exception:
             node.count("errors")
             LOG.exception("client database lookup failed")
@@ -364,7 +363,9 @@ class MQTTListener:
             return
         if client is None:
             node.count("mqtt_unknown_key")
-            LOG.debug("dropped a frame for an unknown access key (%s)", address)
+            LOG.debug("dropped a frame for an unknown access key (%s)", wire.key_address(key))
+            return
+        if key in self.links:  # a bootstrap opened one meanwhile
             return
         node.count("mqtt_no_link")
         self.notify(key, CloseCode.GOING_AWAY, "no link for this key: start again")

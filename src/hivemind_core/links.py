@@ -310,11 +310,15 @@ class SatelliteLink:
             LOG.exception("v3 PSK derivation failed for %s", self.base_name)
             self.close(CloseCode.INTERNAL, "internal error")
             return
-        if self.closing or self.driver.ended is not None:
-            node.count("psk_late")  # the link ended while the PSK was derived
-            return
-        self.conn.provide_psk(psk)
-        self.driver.process()
+        # One link at a time, one per loop turn: the links that shared one
+        # derivation do not all run their handshake step in the same turn.
+        async with node.noise.handoff:
+            if self.closing or self.driver.ended is not None:
+                node.count("psk_late")  # the link ended while the PSK was derived
+                return
+            self.conn.provide_psk(psk)
+            self.driver.process()
+            await asyncio.sleep(0)
 
     def _noise_keyed(self, event: HandshakeComplete) -> None:
         """After a v3 handshake: pin the client's static key if the row has no pin yet."""

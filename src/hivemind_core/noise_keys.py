@@ -253,6 +253,10 @@ class NoiseHub:
         self.psks = PSKCache()
         #: Rows whose pin is being written (one write per row at a time).
         self.pinning: set[int] = set()
+        #: Held while a link takes its PSK and runs its handshake step; its
+        #: holder yields one loop turn, so links woken together by one shared
+        #: derivation take turns instead of stalling the loop in one.
+        self.handoff = asyncio.Lock()
 
     def min_version(self, client: Any) -> int:
         """The stricter of the hub-wide and the row's protocol floor."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from hivemind_bus_client.protocol.connection import HandshakeComplete
 from hivemind_bus_client.protocol.v3offer import (
@@ -123,7 +124,7 @@ async def _xx_then_kk() -> None:
         await sat.utterance("hello")
         answer = await sat.next_bus(is_type("speak"))
         assert answer["data"]["utterance"]
-        await wait_for(lambda: (hub.db.get_client(row.client_id).metadata.get(PIN_FIELD)))
+        await wait_for(lambda: hub.db.get_client(row.client_id).metadata.get(PIN_FIELD))
         pin = hub.db.get_client(row.client_id).metadata[PIN_FIELD]
         assert pin == public_hex(CLIENT_STATIC)
         assert hub.server.stats.get("noise_pins") == 1
@@ -260,7 +261,7 @@ async def _floor_without_password() -> None:
     async with running_hub(min_protocol_version=3) as hub:
         row = hub.db.add_client("sat", password="")
         ws = await raw_connect(hub.port, auth_path(row.api_key))
-        with pytest.raises(Exception):
+        with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 5.0)
         assert (ws.close_code, ws.close_reason) == (1008, REASON_NEEDS_PASSWORD)
 

@@ -21,7 +21,7 @@ import pytest
 from hivemind_core import noise_keys
 from hivemind_core.keywork import KeyWork
 
-from .hubkit import TestClient, running_hub
+from .hubkit import TestClient, auth_path, raw_connect, running_hub
 from .test_v3_hub import PASSWORD, completed, psk_of, v3_client
 
 BURST = 200
@@ -161,3 +161,26 @@ async def _busy() -> None:
 
 def test_a_full_key_executor_closes_new_links_1013() -> None:
     asyncio.run(_busy())
+
+
+async def _gone_before_the_psk() -> None:
+    async with running_hub() as hub:
+        row = hub.db.add_client("sat", password=PASSWORD)
+        ws = await raw_connect(hub.port, auth_path(row.api_key))
+        await ws.recv()  # HELLO: the link is open and its derivation under way
+        await ws.close()
+        node = hub.server.node
+        deadline = asyncio.get_running_loop().time() + 10
+        while node.stats.get("psk_late", 0) < 1:
+            assert asyncio.get_running_loop().time() < deadline, node.stats
+            await asyncio.sleep(0.02)
+        assert len(node.noise.psks) == 1  # derived anyway, and cached for the next link
+        assert not node.connections
+        # The next link of that row takes the cached PSK: no second derivation.
+        sat = await v3_client(hub, row.api_key).connect()
+        await sat.close()
+        assert node.noise.psks.derivations == 1
+
+
+def test_a_link_gone_before_its_psk_drops_it_and_the_next_uses_the_cache() -> None:
+    asyncio.run(_gone_before_the_psk())

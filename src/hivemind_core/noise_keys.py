@@ -300,6 +300,8 @@ class NoiseHub:
 
         async def derive() -> bytes:
             LOG.debug("deriving the v3 PSK of client %s", client.client_id)
-            return await run(derive_psk, password, node_id)
+            psk = await run(derive_psk, password, node_id)
+            LOG.debug("derived the v3 PSK of client %s", client.client_id)
+            return psk
 
         return await self.psks.obtain(key, derive)

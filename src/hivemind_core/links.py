@@ -43,12 +43,13 @@ from hivemind_bus_client.protocol.connection import (
 )
 from hivemind_bus_client.protocol.message import HiveMessage
 from hivemind_bus_client.protocol.v3offer import REASON_NEEDS_PASSWORD
+from hivemind_bus_client.protocol.v3settings import REASON_REQUIRES_V3
 from hivemind_bus_client.transport.channel import Channel, ChannelClosed
 from hivemind_bus_client.transport.driver import LinkDriver
 from hivemind_core.admission import Admission, Admitted
 from hivemind_core.keywork import KeyWorkBusy
 from hivemind_core.node import HubNode
-from hivemind_core.noise_keys import pinned_key, record_pin
+from hivemind_core.noise_keys import V3_TRANSPORTS, pinned_key, record_pin
 from hivemind_core.session import LinkSession, peer_name
 
 __all__ = ["SatelliteLink"]
@@ -102,7 +103,7 @@ class SatelliteLink:
         self.session: LinkSession | None = None
         self.closing = False
         self.ended: ChannelClosed | None = None
-        self.conn = node.new_connection(self.client)
+        self.conn = node.new_connection(self.client, v3=transport in V3_TRANSPORTS)
         self.conn.peer = self.base_name
         self.driver = LinkDriver(
             self.conn, channel, self._on_event, clock=node.now, name=f"hub-{transport}-link"
@@ -125,9 +126,12 @@ class SatelliteLink:
         """Add the link to the node's connections, start the connection (HELLO and offer go out)."""
         self.node.connections.add(self)
         if self.conn.v3 is None and self.node.noise.min_version(self.client) >= 3:
-            # v3 needs a password: this row can never meet the floor.
+            # No v3 on this link (no password, or a transport without v3): it
+            # can never meet the floor.
             self.node.count("v3_required_closes")
-            self.conn.close(CloseCode.POLICY, REASON_NEEDS_PASSWORD)
+            has_password = bool(getattr(self.client, "password", None))
+            reason = REASON_REQUIRES_V3 if has_password else REASON_NEEDS_PASSWORD
+            self.conn.close(CloseCode.POLICY, reason)
             self.driver.process()
             return
         self.driver.start()

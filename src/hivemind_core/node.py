@@ -191,10 +191,11 @@ class HubNode(Delivery):
         stats = self.stats
         stats[what] = stats.get(what, 0) + n
 
-    def new_connection(self, client: Any) -> Connection:
+    def new_connection(self, client: Any, *, v3: bool = True) -> Connection:
         """The hub end of a link for ``client``'s record, whatever the transport.
 
-        A row with a password is offered v3 as well as v1 (:meth:`NoiseHub.settings_for`).
+        With ``v3`` (transports that carry it), a row with a password is
+        offered v3 as well as v1 (:meth:`NoiseHub.settings_for`).
         """
         cfg = self.config
         conn = Connection(
@@ -209,7 +210,7 @@ class HubNode(Delivery):
             node_id=self.node_id,
             handshake_timeout=cfg.handshake_timeout,
             max_size=cfg.max_frame_size,
-            v3=self.noise.settings_for(client, self.node_id),
+            v3=self.noise.settings_for(client, self.node_id) if v3 else None,
         )
         client_id = getattr(client, "client_id", None)
         if isinstance(client_id, int):

@@ -45,6 +45,7 @@ __all__ = [
     "MIN_VERSION_FIELD",
     "NOISE_KEY_FILE",
     "PIN_FIELD",
+    "V3_TRANSPORTS",
     "NoiseHub",
     "PSKCache",
     "create_noise_key",
@@ -66,6 +67,10 @@ PIN_FIELD = "noise_pubkey"
 MIN_VERSION_FIELD = "min_protocol_version"
 #: PSKs the hub keeps in memory.
 CACHE_SIZE = 256
+#: Transports whose links are offered v3. Not yet HTTP (the reference client
+#: posts v3 frames as ``binary=1``, which our HTTP listener does not take) nor
+#: MQTT: their v1 clients would otherwise be offered a v3 they cannot finish.
+V3_TRANSPORTS = frozenset({"websocket"})
 
 _HEX = frozenset("0123456789abcdef")
 

@@ -25,8 +25,12 @@ from hivemind_bus_client.protocol.v3offer import (
     derive_psk,
 )
 from hivemind_bus_client.protocol.v3settings import REASON_REQUIRES_V3, V3Settings
+from hivemind_bus_client.transport.channel import QueueChannel
+from hivemind_core.admission import Admission, Admitted
 from hivemind_core.config import HubConfig
-from hivemind_core.database import open_database
+from hivemind_core.database import Client, open_database
+from hivemind_core.links import SatelliteLink
+from hivemind_core.node import HubNode
 from hivemind_core.noise_keys import (
     MIN_VERSION_FIELD,
     NOISE_KEY_FILE,
@@ -36,8 +40,18 @@ from hivemind_core.noise_keys import (
     public_hex,
 )
 from hivemind_core.service import build_server
+from hivemind_core.throttle import AuthThrottle
 
-from .hubkit import Hub, TestClient, auth_path, is_type, raw_connect, running_hub
+from .hubkit import (
+    HUB_KEY,
+    Hub,
+    RecordingAgent,
+    TestClient,
+    auth_path,
+    is_type,
+    raw_connect,
+    running_hub,
+)
 
 PASSWORD = "hivemind-v3-hub-test-Kx9q-2026"
 CLIENT_STATIC = bytes(range(32))
@@ -293,3 +307,35 @@ def test_a_150_kb_message_crosses_a_v3_link_both_ways() -> None:
 
 def test_a_150_kb_message_crosses_a_binarized_v3_link_both_ways() -> None:
     asyncio.run(_big_answer(True))
+
+
+# ---- transports -------------------------------------------------------------------------
+
+
+async def _only_websocket_links_get_v3() -> None:
+    cfg = HubConfig(identity_trust=False)
+    node = HubNode(cfg, None, RecordingAgent(cfg), private_key=HUB_KEY)
+    node.bind()
+    admission = Admission(node, AuthThrottle(5, 60.0))
+    row = Client(client_id=1, api_key="k", password=PASSWORD)
+
+    def link(transport: str) -> SatelliteLink:
+        channel = QueueChannel("mem")
+        return SatelliteLink(
+            node, admission, channel, Admitted(row, "ua", "k"), "mem", transport=transport
+        )
+
+    assert link("websocket").conn.v3 is not None
+    assert link("http").conn.v3 is None and link("mqtt").conn.v3 is None
+    # Under a floor of 3 a link without v3 is refused at open, before HELLO.
+    node.noise.min_protocol_version = 3
+    http = link("http")
+    http.open()
+    assert (http.conn.close_code, http.conn.close_reason) == (1008, REASON_REQUIRES_V3)
+    assert http.driver.ended is not None
+    await asyncio.sleep(0)
+    node.halt()
+
+
+def test_only_websocket_links_are_offered_v3() -> None:
+    asyncio.run(_only_websocket_links_get_v3())

@@ -25,6 +25,7 @@ refused (1008).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -36,10 +37,9 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from hivemind_bus_client.exceptions import ConfigurationError
 from hivemind_bus_client.protocol.v3offer import derive_psk
 from hivemind_bus_client.protocol.v3settings import V3Settings
-from hivemind_core.db.private import private_dir, private_file
+from hivemind_core.db.private import FILE_MODE, private_dir, private_file
 
 __all__ = [
     "MIN_VERSION_FIELD",
@@ -97,7 +97,7 @@ def public_hex(private: bytes) -> str:
 def _parse_hex_key(text: str, what: str) -> bytes:
     text = text.strip().lower()
     if len(text) != 64 or not set(text) <= _HEX:
-        raise ConfigurationError(f"{what} is not 64 hex characters")
+        raise ValueError(f"{what} is not 64 hex characters")
     return bytes.fromhex(text)
 
 
@@ -108,16 +108,30 @@ def hub_noise_key(directory: str | os.PathLike[str]) -> bytes:
     no newline, mode 0600, like the reference's ``*_noise.key``.
 
     Raises:
-        ConfigurationError: the file exists but does not hold a key.
+        ValueError: the file exists but does not hold a key (the CLI says so in one line).
         OSError: the file cannot be read or created.
     """
     path = Path(directory) / NOISE_KEY_FILE
     if path.exists():
+        private_file(path)  # narrowed to 0600 if others could read it
         return _parse_hex_key(path.read_text(encoding="ascii"), str(path))
     key = create_noise_key()
     private_dir(path.parent)
-    private_file(path)
-    path.write_text(key.hex(), encoding="ascii")
+    # Written whole under a temporary name, then renamed: a crash never leaves
+    # an empty key file behind, and two first starts cannot mix their keys.
+    tmp = path.with_name(f".{NOISE_KEY_FILE}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(key.hex())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.link(tmp, path)  # fails if another process created the file meanwhile
+    except FileExistsError:
+        return _parse_hex_key(path.read_text(encoding="ascii"), str(path))
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
     LOG.info("created the hub's Noise static key at %s (public %s)", path, public_hex(key))
     return key
 
@@ -133,7 +147,7 @@ def pinned_key(client: Any) -> bytes | None:
         return None
     try:
         return _parse_hex_key(value, "noise_pubkey")
-    except ConfigurationError:
+    except ValueError:
         LOG.warning("client %s has an unreadable Noise pin; ignoring it", client.client_id)
         return None
 

@@ -108,6 +108,17 @@ def test_the_static_key_file_is_created_once_0600_hex_without_newline() -> None:
         assert text == key.hex() and len(text) == 64 and text == text.lower()
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
         assert hub_noise_key(Path(tmp) / "state") == key  # read back, not replaced
+        assert sorted(p.name for p in path.parent.iterdir()) == [NOISE_KEY_FILE]
+        os.chmod(path, 0o644)
+        assert hub_noise_key(Path(tmp) / "state") == key
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600  # narrowed again
+
+
+def test_a_damaged_key_file_stops_the_hub_with_a_clear_error() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / NOISE_KEY_FILE).write_text("not a key")
+        with pytest.raises(ValueError, match="64 hex"):
+            hub_noise_key(tmp)
 
 
 def test_build_server_uses_the_key_file_beside_the_database() -> None:

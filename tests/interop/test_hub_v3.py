@@ -154,3 +154,35 @@ def test_a_150_kb_message_both_ways(refpython_v3: Path, binarize: bool) -> None:
         if sent is not None:
             got = sent[-1]["data"]["utterances"][0]
             assert hashlib.sha256(got.encode()).hexdigest() == report["sent_sha256"]
+
+
+def test_a_reinstalled_client_is_refused_until_its_pin_is_reset(refpython_v3: Path) -> None:
+    """A new client key (a fresh identity) contradicts the hub's pin; the CLI's reset clears it."""
+    with our_hub() as hub:
+        row = hub.db.add_client("sat", password=PASSWORD)
+        first = run_v3_client(refpython_v3, hub.port, row.api_key, PASSWORD)
+        assert first["runs"][0]["connected"], first
+        harness.net.wait_until(
+            lambda: hub.db.get_client(row.client_id).metadata.get(PIN_FIELD), what="the pin"
+        )
+        pin = hub.db.get_client(row.client_id).metadata[PIN_FIELD]
+        # Each run has a fresh HOME: a new identity, so a new Noise key.
+        refused = run_v3_client(
+            refpython_v3, hub.port, row.api_key, PASSWORD, "--timeout", "20", "--reply-timeout", "5"
+        )
+        run = refused["runs"][0]
+        # Nothing acknowledges m3, so the client may believe it is in; the hub
+        # closes 1008 on the pin and never answers.
+        assert not run["connected"] or run["error"] == "no speak answer", refused
+        assert hub.server.stats.get("v3_XXpsk2") == 1, hub.server.stats
+        assert hub.db.get_client(row.client_id).metadata[PIN_FIELD] == pin
+        # What `hivemind-core reset-noise-pin` does (tests/hub/test_v3_cli.py runs the command).
+        row = hub.db.get_client(row.client_id)
+        del row.metadata[PIN_FIELD]
+        hub.db.update_client(row)
+        again = run_v3_client(refpython_v3, hub.port, row.api_key, PASSWORD)
+        assert again["runs"][0]["connected"], again
+        harness.net.wait_until(
+            lambda: hub.db.get_client(row.client_id).metadata.get(PIN_FIELD) not in (None, pin),
+            what="the new pin",
+        )

@@ -31,6 +31,7 @@ import click
 
 from hivemind_core import logs
 from hivemind_core.cli_clients import commands
+from hivemind_core.cli_noise import commands as noise_commands
 from hivemind_core.cli_support import CliState, current, fail
 from hivemind_core.database import DatabaseError
 
@@ -82,7 +83,7 @@ def cli(
     ctx.call_on_close(state.close)
 
 
-for _command in commands.commands.values():
+for _command in [*commands.commands.values(), *noise_commands.commands.values()]:
     cli.add_command(_command)
 
 
@@ -139,6 +140,11 @@ def print_config() -> None:
 )
 @click.option("--mqtt-username", help="The hub's login at the MQTT broker.")
 @click.option("--mqtt-password", help="The hub's password at the MQTT broker.")
+@click.option(
+    "--min-protocol-version",
+    type=click.Choice(["1", "3"]),
+    help="Lowest protocol a client may use: 3 refuses v1 clients (default from server.json, 1).",
+)
 def listen(
     host: str | None,
     port: int | None,
@@ -157,6 +163,7 @@ def listen(
     mqtt_prefix: str | None = None,
     mqtt_username: str | None = None,
     mqtt_password: str | None = None,
+    min_protocol_version: str | None = None,
 ) -> None:
     """Run the hub until interrupted."""
     logs.announce()
@@ -174,6 +181,7 @@ def listen(
         "mqtt_prefix": mqtt_prefix,
         "mqtt_username": mqtt_username,
         "mqtt_password": mqtt_password,
+        "min_protocol_version": int(min_protocol_version) if min_protocol_version else None,
     }
     for name, value in overrides.items():
         if value is not None:

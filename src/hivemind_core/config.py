@@ -151,6 +151,9 @@ class HubConfig:
     #: pre-shared key (docs/hub.md, "Protocol v0 clients"). False: every client
     #: must handshake.
     allow_v0: bool = True
+    #: Lowest protocol a client may use: 1 (v1 and v3) or 3 (v3, Noise, only);
+    #: a client row's ``min_protocol_version`` may raise it for that client.
+    min_protocol_version: int = 1
 
     #: Largest websocket frame accepted, bytes (close 1009 above it).
     max_frame_size: int = 16 * 1024 * 1024

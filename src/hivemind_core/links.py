@@ -44,15 +44,19 @@ from hivemind_bus_client.protocol.connection import (
     HandshakeComplete,
     HelloReceived,
     MessageReceived,
+    PSKNeeded,
     State,
 )
 from hivemind_bus_client.protocol.events import KeyNeeded
 from hivemind_bus_client.protocol.message import HiveMessage
+from hivemind_bus_client.protocol.v3offer import REASON_NEEDS_PASSWORD
+from hivemind_bus_client.protocol.v3settings import REASON_REQUIRES_V3
 from hivemind_bus_client.transport.channel import Channel, ChannelClosed
 from hivemind_bus_client.transport.driver import LinkDriver
 from hivemind_core.admission import Admission, Admitted
 from hivemind_core.keywork import KeyWorkBusy
 from hivemind_core.node import HubNode
+from hivemind_core.noise_keys import V3_TRANSPORTS, pinned_key, record_pin
 from hivemind_core.session import LinkSession, peer_name
 
 __all__ = ["SatelliteLink"]
@@ -106,7 +110,7 @@ class SatelliteLink:
         self.session: LinkSession | None = None
         self.closing = False
         self.ended: ChannelClosed | None = None
-        self.conn = node.new_connection(self.client)
+        self.conn = node.new_connection(self.client, v3=transport in V3_TRANSPORTS)
         self.conn.peer = self.base_name
         self.conn.defer_keys = True  # keys are derived in node.keywork (see _derive_key)
         self.driver = LinkDriver(
@@ -117,6 +121,8 @@ class SatelliteLink:
         self._frames_seen = 0
         self._task: asyncio.Task[ChannelClosed | None] | None = None
         self._key_task: asyncio.Task[None] | None = None
+        self._psk_task: asyncio.Task[None] | None = None
+        self._pin_task: asyncio.Task[None] | None = None
 
     @property
     def base_name(self) -> str:
@@ -128,6 +134,15 @@ class SatelliteLink:
     def open(self) -> None:
         """Add the link to the node's connections, start the connection (HELLO and offer go out)."""
         self.node.connections.add(self)
+        if self.conn.v3 is None and self.node.noise.min_version(self.client) >= 3:
+            # No v3 on this link (no password, or a transport without v3): it
+            # can never meet the floor.
+            self.node.count("v3_required_closes")
+            has_password = bool(getattr(self.client, "password", None))
+            reason = REASON_REQUIRES_V3 if has_password else REASON_NEEDS_PASSWORD
+            self.conn.close(CloseCode.POLICY, reason)
+            self.driver.process()
+            return
         self.driver.start()
 
     async def run(self) -> ChannelClosed | None:
@@ -228,7 +243,13 @@ class SatelliteLink:
             self.node.route(self.peer, event.message)
         elif isinstance(event, HelloReceived):
             self._register(event.payload)
+        elif isinstance(event, PSKNeeded):
+            self._psk_task = asyncio.get_running_loop().create_task(
+                self._provide_psk(event.node_id), name="hivemind-v3-psk"
+            )
         elif isinstance(event, HandshakeComplete):
+            if event.protocol == 3:
+                self._noise_keyed(event)
             self.node.handshake_ivs.keyed(self.client.client_id)
             LOG.info(
                 "%s from %s keyed: %s, cipher %s, encoding %s, binarize %s",
@@ -323,3 +344,52 @@ class SatelliteLink:
         peer, self.peer = self.peer, None
         if peer is not None:
             self.node.remove_satellite(peer, self, self.client)
+
+    # -- protocol v3 (hivemind_core.noise_keys) ------------------------------------------
+
+    async def _provide_psk(self, node_id: str) -> None:
+        """Derive (or share, or take from the cache) the row's PSK off the loop, hand it in."""
+        node = self.node
+        try:
+            psk = await node.noise.psk_for(self.client, node_id, node.keywork.run)
+        except KeyWorkBusy:
+            node.count("key_work_busy")
+            self.close(CloseCode.TRY_AGAIN, "try again later")
+            return
+        except Exception:
+            node.count("errors")
+            LOG.exception("v3 PSK derivation failed for %s", self.base_name)
+            self.close(CloseCode.INTERNAL, "internal error")
+            return
+        # One link at a time, one per loop turn: the links that shared one
+        # derivation do not all run their handshake step in the same turn.
+        async with node.noise.handoff:
+            if self.closing or self.driver.ended is not None:
+                node.count("psk_late")  # the link ended while the PSK was derived
+                return
+            self.conn.provide_psk(psk)
+            self.driver.process()
+            await asyncio.sleep(0)
+
+    def _noise_keyed(self, event: HandshakeComplete) -> None:
+        """After a v3 handshake: pin the client's static key if the row has no pin yet."""
+        node, client = self.node, self.client
+        node.count(f"v3_{event.pattern or 'noise'}")
+        key = event.peer_static
+        if key is None or pinned_key(client) is not None or client.client_id in node.noise.pinning:
+            return
+        node.noise.pinning.add(client.client_id)
+        loop = asyncio.get_running_loop()
+        self._pin_task = loop.create_task(self._pin(client.client_id, key.hex()), name="v3-pin")
+
+    async def _pin(self, client_id: int, pubkey_hex: str) -> None:
+        node = self.node
+        try:
+            if await asyncio.to_thread(record_pin, node.db, client_id, pubkey_hex):
+                node.count("noise_pins")
+                LOG.info("pinned the Noise static key %s of client %s", pubkey_hex, client_id)
+        except Exception:
+            node.count("errors")
+            LOG.exception("recording the Noise pin of client %s failed", client_id)
+        finally:
+            node.noise.pinning.discard(client_id)

@@ -58,6 +58,7 @@ from hivemind_core.handshake_ivs import HandshakeIVs
 from hivemind_core.keying import HandshakeLimits
 from hivemind_core.keywork import KeyWork
 from hivemind_core.last_seen import LastSeenWriter
+from hivemind_core.noise_keys import NoiseHub, create_noise_key
 from hivemind_core.ratelimit import AGENT, PROPAGATE, RateLimits
 from hivemind_core.session import Concealer, LinkSession, PeerRegistry, peer_name
 from hivemind_core.sinks import Sink, UpstreamSink
@@ -87,6 +88,8 @@ class HubNode(Delivery):
         clock: the time base of the router and the connections (default: the
             running loop's clock); with a clock of its own the node arms no
             loop timer, its owner drives ``router.handle_timer``.
+        noise_key: the hub's raw X25519 static key for protocol v3 (a fresh one
+            when omitted); see :mod:`hivemind_core.noise_keys`.
     """
 
     def __init__(
@@ -101,6 +104,7 @@ class HubNode(Delivery):
         site_id: str | None = None,
         router: Router | None = None,
         clock: Callable[[], float] | None = None,
+        noise_key: bytes | None = None,
     ) -> None:
         self.config = config
         self.db = database
@@ -162,6 +166,8 @@ class HubNode(Delivery):
         self.keywork = KeyWork(config.key_workers, config.key_queue)
         #: Handshakes per link and per access key (hivemind_core.keying).
         self.handshake_limits = HandshakeLimits.from_config(config)
+        #: Protocol v3: the static key, the PSK cache, the protocol floor.
+        self.noise = NoiseHub(noise_key or create_noise_key(), config.min_protocol_version)
         #: Debounced, off-loop ``last_seen`` writes.
         self.last_seen = LastSeenWriter(database, config.last_seen_delay, self.count)
 
@@ -190,8 +196,12 @@ class HubNode(Delivery):
         stats = self.stats
         stats[what] = stats.get(what, 0) + n
 
-    def new_connection(self, client: Any) -> Connection:
-        """The hub end of a link for ``client``'s record, whatever the transport."""
+    def new_connection(self, client: Any, *, v3: bool = True) -> Connection:
+        """The hub end of a link for ``client``'s record, whatever the transport.
+
+        With ``v3`` (transports that carry it), a row with a password is
+        offered v3 as well as v1 (:meth:`NoiseHub.settings_for`).
+        """
         cfg = self.config
         conn = Connection(
             Role.HUB,
@@ -207,6 +217,7 @@ class HubNode(Delivery):
             max_size=cfg.max_frame_size,
             max_inflated=cfg.max_inflated,
             allow_v0=getattr(cfg, "allow_v0", True),
+            v3=self.noise.settings_for(client, self.node_id) if v3 else None,
         )
         client_id = getattr(client, "client_id", None)
         if isinstance(client_id, int):

@@ -70,6 +70,8 @@ class HubServer(HubNode):
         node_id: this hub's id in HELLO and route hops (default: derived from the key).
         site_id: this hub's own site (BROADCAST targeting).
         ssl_context: serve ``wss://`` with this context.
+        noise_key: the hub's raw X25519 static key for protocol v3 (a fresh one
+            when omitted; :func:`hivemind_core.noise_keys.hub_noise_key` reads the file).
         permission_poll: seconds between checks of the database revision.
     """
 
@@ -85,6 +87,7 @@ class HubServer(HubNode):
         site_id: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         permission_poll: float = 1.0,
+        noise_key: bytes | None = None,
     ) -> None:
         super().__init__(
             config,
@@ -94,6 +97,7 @@ class HubServer(HubNode):
             private_key=private_key,
             node_id=node_id,
             site_id=site_id,
+            noise_key=noise_key,
         )
         self.ssl_context = ssl_context
         self.permission_poll = permission_poll

@@ -25,6 +25,7 @@ from hivemind_core import plugins
 from hivemind_core.agents.base import Agent, load_agent
 from hivemind_core.binary import BinaryHandler, LoggingBinaryHandler
 from hivemind_core.config import HubConfig, data_dir
+from hivemind_core.noise_keys import hub_noise_key
 from hivemind_core.server import HubServer
 from hivemind_core.tls import server_ssl_context
 
@@ -87,8 +88,13 @@ def build_server(
     agent: Agent | None = None,
     binary_handler: BinaryHandler | None = None,
     private_key: crypto.PrivateKey | None = None,
+    noise_key: bytes | None = None,
 ) -> HubServer:
-    """A ready-to-start :class:`HubServer` for ``config`` (agent and handler from the config)."""
+    """A ready-to-start :class:`HubServer` for ``config`` (agent and handler from the config).
+
+    The RSA key (``hub_rsa.pem``) and the v3 static key (``hub_noise.key``) are
+    read from the state folder (beside the database), created on first start.
+    """
     state = _state_dir(config)
     ssl_context = None
     if config.ssl:
@@ -101,6 +107,7 @@ def build_server(
         private_key=private_key or hub_private_key(state),
         site_id=config.extra.get("site_id") if isinstance(config.extra, dict) else None,
         ssl_context=ssl_context,
+        noise_key=noise_key or hub_noise_key(state),
     )
 
 
@@ -116,7 +123,7 @@ def started_line(server: HubServer, database: Any) -> str:
     backend = getattr(database, "backend_name", type(database).__name__)
     return (
         f"HiveMind hub {server.node_id} listening on {cfg.host} ({', '.join(transports)}); "
-        f"agent {server.agent.name}; database {backend} {where}; protocol v0-v1"
+        f"agent {server.agent.name}; database {backend} {where}; protocol v0-v1, v3 (min {cfg.min_protocol_version})"
     )
 
 

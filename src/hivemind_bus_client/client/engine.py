@@ -158,9 +158,7 @@ class LinkEngine(EngineSending):
             except HiveMindError as exc:
                 retry, error = self.v3.failed(self._attempt_conn, exc)
                 if retry and attempt == 1 and not self.closing:
-                    LOG.info(
-                        "v3 handshake with %s failed (%s); retrying once", self.config.where, exc
-                    )
+                    LOG.info("v3 handshake with %s failed (%s); retrying", self.config.where, exc)
                     continue
                 if error is exc:
                     raise
@@ -316,6 +314,7 @@ class LinkEngine(EngineSending):
             try:
                 closed = await run
                 reason: BaseException = close_error(closed, self.config.where, handshaking=False)
+                reason = self.v3.lost(self.conn, reason)
             except Exception as exc:  # a bug below must not kill the link silently
                 LOG.exception("link driver failed")
                 reason = exc

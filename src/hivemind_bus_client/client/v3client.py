@@ -51,8 +51,14 @@ from hivemind_bus_client.exceptions import (
 )
 from hivemind_bus_client.identity import NodeIdentity
 from hivemind_bus_client.protocol.connection import Connection, HandshakeComplete
-from hivemind_bus_client.protocol.v3offer import KK, REASON_HUB_PIN_MISMATCH, XX, derive_psk
-from hivemind_bus_client.protocol.v3settings import V3Settings
+from hivemind_bus_client.protocol.v3offer import (
+    KK,
+    REASON_HUB_PIN_MISMATCH,
+    REASON_PIN_MISMATCH,
+    XX,
+    derive_psk,
+)
+from hivemind_bus_client.protocol.v3settings import REASON_INVALID_MESSAGE, V3Settings
 
 __all__ = ["PinMismatch", "V3Client"]
 
@@ -226,6 +232,27 @@ class V3Client:
                 "check the password of this access key"
             )
         return False, error
+
+    def lost(self, conn: Connection | None, error: BaseException) -> BaseException:
+        """The error for a keyed link that ended: a hub refusing our key right after XX
+        (it checks its pin after m3, V3.md section 9) becomes a refusal naming the fix."""
+        link = conn.v3 if conn is not None else None
+        if (
+            link is None
+            or not link.in_session
+            or link.pattern != XX
+            or conn is None
+            or conn.frames_in > 3  # the hub said something after its m2: not that refusal
+            or getattr(error, "code", None) != CloseCode.POLICY
+            or getattr(error, "reason", "") not in (REASON_PIN_MISMATCH, REASON_INVALID_MESSAGE)
+        ):
+            return error
+        return AuthenticationFailed(
+            f"hub at {self.where} refused this client's Noise key right after the handshake "
+            f"({getattr(error, 'reason', '')}): it has another key pinned for this access key. "
+            "If this client was reinstalled, clear the pin on the hub "
+            "('hivemind-core reset-noise-pin <client id>')."
+        )
 
 
 def _refused(error: BaseException) -> bool:

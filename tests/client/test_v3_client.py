@@ -202,7 +202,7 @@ def test_pin_mismatch_is_a_permanent_refusal(
     v3hub.hub_static = bytes(range(100, 132))
     v3hub.client_pins.clear()
     client = make_client(v3hub, password=None, identity=NodeIdentity(ident.path))
-    with pytest.raises(PinMismatch, match="forget-server 127.0.0.1:"):
+    with pytest.raises(PinMismatch, match=r"forget-server 127\.0\.0\.1:"):
         client.connect()
     time.sleep(0.5)
     assert v3hub.connections == 2  # XX offered only: no KK, no retry
@@ -248,14 +248,16 @@ def test_big_message_is_chunked(v3hub: V3FakeHub, make_client: MakeClient) -> No
     big = "x" * 150_000
     client.emit(Message("big.thing", {"blob": big}))
     wait_until(lambda: any(m.payload.msg_type == "big.thing" for m in v3hub.of_type(T.BUS)))
-    got = [m for m in v3hub.of_type(T.BUS) if m.payload.msg_type == "big.thing"][0]
+    got = next(m for m in v3hub.of_type(T.BUS) if m.payload.msg_type == "big.thing")
     assert got.payload.data["blob"] == big
     # and the other way: a 150 KB answer from the hub
     reply = client.wait_for_response(utterance("y" * 150_000), reply_type="speak", timeout=5)
     assert reply is not None and reply.payload.data["utterance"] == "echo: " + "y" * 150_000
 
 
-def test_v1_hub_unchanged_and_no_key_file(hub: FakeHub, make_client: MakeClient, identity: Any) -> None:
+def test_v1_hub_unchanged_and_no_key_file(
+    hub: FakeHub, make_client: MakeClient, identity: Any
+) -> None:
     """A hub whose offer has no noise: v1 as before, and no Noise key file is written."""
     client = make_client(hub)
     client.connect()

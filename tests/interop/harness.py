@@ -867,6 +867,7 @@ def reference_hub_v3(
     *,
     clients: Sequence[ClientCreds] | None = None,
     binarize: bool = False,
+    site_id: str | None = None,
     host: str = LOOPBACK,
     startup_timeout: float = 60.0,
     attempts: int = 3,
@@ -874,7 +875,9 @@ def reference_hub_v3(
     """Run ``hivemind-core listen`` 5.3.10a1 (protocol v3 only) on a free loopback port.
 
     ``refpython`` is the v3 venv's interpreter (:func:`ref_python_v3`). Rows
-    default to one ``sat`` (:func:`v3_client`). Ready means: the port accepts
+    default to one ``sat`` (:func:`v3_client`). ``site_id``: the hub identity's
+    site (5.x injects an ESCALATEd BUS message into its bus only when the
+    message's ``target_site_id`` is that site). Ready means: the port accepts
     connections and an upgrade with an unknown key is answered.
     """
     workdir = Path(workdir)
@@ -885,6 +888,10 @@ def reference_hub_v3(
     started = time.monotonic()
     proc: ManagedProcess | None = None
     config_home = Path(env["XDG_CONFIG_HOME"])
+    if site_id is not None:
+        ident = config_home / "hivemind" / "_identity.json"
+        ident.parent.mkdir(parents=True, exist_ok=True)
+        ident.write_text(json.dumps({"site_id": site_id}), encoding="utf-8")
     try:
         port = free_port(host)
         write_server_json_v3(config_home, host=host, port=port, bus=bus, binarize=binarize)

@@ -36,6 +36,9 @@ from . import harness
 
 pytestmark = pytest.mark.interop
 
+#: The master's site: 5.x injects an ESCALATEd BUS message only when it targets this site.
+MASTER_SITE = "master-site"
+
 
 @pytest.fixture(scope="session")
 def refpython_v3() -> Path:
@@ -54,7 +57,9 @@ def hub(
     names = ("sat", "sat2", "sat3", "big", "hubpin", "relay")
     rows = [harness.v3_client(n) for n in names]
     workdir = tmp_path_factory.mktemp("ref-hub-v3")
-    with harness.reference_hub_v3(refpython_v3, ovos_bus, workdir, clients=rows) as ref:
+    with harness.reference_hub_v3(
+        refpython_v3, ovos_bus, workdir, clients=rows, site_id=MASTER_SITE
+    ) as ref:
         yield ref
 
 
@@ -207,3 +212,86 @@ def test_hub_pin_of_another_client_key_stops_the_client(
         assert "reset-noise-pin" in str(engine.fatal_error)
     time.sleep(1.5)
     assert other._engine.connects <= 1  # no reconnect loop
+
+
+# -- our hub as a satellite of the 5.3.10a1 master ---------------------------------------
+
+
+def test_our_hub_relays_to_a_v3_master(
+    hub: harness.ReferenceHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``hivemind-core listen --upstream-...`` (ours) links to the 5.x master over v3;
+    a satellite's escalated utterance is answered by the master's bus and comes back down."""
+    import queue
+    import subprocess
+
+    from hivemind_bus_client.message import HiveMessage, HiveMessageType
+    from support.net import free_port, wait_until
+
+    T = HiveMessageType
+    cli = Path(sys.executable).with_name("hivemind-core")
+    root = tmp_path / "relay"
+    env = harness.isolated_env(root)
+    creds = hub.client("relay")
+    subprocess.run(
+        [
+            *(str(cli), "add-client", "--name", "sat"),
+            *("--access-key", "sat-key", "--password", "sat-pw"),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    port = free_port()
+    log = tmp_path / "relay.log"
+    with log.open("wb") as fh:
+        relay = subprocess.Popen(
+            [
+                *(str(cli), "-v", "listen", "--host", "127.0.0.1", "--port", str(port)),
+                *("--upstream-host", hub.host, "--upstream-port", str(hub.port)),
+                *("--upstream-key", creds.access_key, "--upstream-password", str(creds.password)),
+            ],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(
+            lambda: "linked to master" in log.read_text(errors="replace"),
+            timeout=30,
+            what="our hub to link to the 5.x master",
+        )
+        text = log.read_text(errors="replace")
+        assert "noise handshake" in text.lower(), text[-3000:]
+        # The relay's own v3 files: its static key and the master's pin, in its identity dir.
+        ident_dir = Path(env["XDG_CONFIG_HOME"]) / "hivemind"
+        assert len((ident_dir / "unnamed-node_noise.key").read_text()) == 64
+        pins = json.loads((ident_dir / "_identity.json").read_text())["pinned_noise_keys"]
+        assert list(pins) == [f"{hub.host}:{hub.port}"]
+
+        for var in ("XDG_CONFIG_HOME", "XDG_DATA_HOME"):
+            monkeypatch.setenv(var, str(tmp_path / "sat" / var.lower()))
+        speaks: queue.Queue[Message] = queue.Queue()
+        sat = HiveMessageBusClient(
+            key="sat-key", password="sat-pw", host="127.0.0.1", port=port, site_id="den"
+        )
+        sat.on_mycroft("speak", speaks.put)
+        sat.connect()
+        try:
+            inner = HiveMessage(
+                T.BUS, Message("recognizer_loop:utterance", {"utterances": ["from below"]}, {})
+            )
+            sat.emit(HiveMessage(T.ESCALATE, inner, target_site_id=MASTER_SITE))
+            reply = speaks.get(timeout=20)
+            assert reply.data["utterance"] == "echo: from below"
+            assert reply.context["session"]["session_id"] == sat.session_id
+        finally:
+            sat.close()
+    finally:
+        relay.terminate()
+        try:
+            relay.wait(10)
+        except subprocess.TimeoutExpired:
+            relay.kill()
+            relay.wait()

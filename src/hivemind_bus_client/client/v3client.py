@@ -235,7 +235,7 @@ class V3Client:
 
     def lost(self, conn: Connection | None, error: BaseException) -> BaseException:
         """The error for a keyed link that ended: a hub refusing our key right after XX
-        (it checks its pin after m3, V3.md section 9) becomes a refusal naming the fix."""
+        (it checks its pin after m3, before it reads anything else) becomes a refusal naming the fix."""
         link = conn.v3 if conn is not None else None
         if (
             link is None

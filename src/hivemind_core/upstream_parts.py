@@ -8,7 +8,8 @@ Protocol v3 to a 5.x master: the link uses this hub's own Noise static key
 ``<identity dir>/<identity name>_noise.key``, which is also where a 5.x hub
 keeps its key) and pins the master's key in the identity file
 (``pinned_noise_keys``, TOFU), as a satellite does (docs/client.md). The PSK
-is derived once per process off the loop and kept in memory.
+is derived on the hub's bounded key-derivation executor, once per process,
+and kept in memory.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from hivemind_bus_client.client.v3client import V3Client
 from hivemind_bus_client.identity import NodeIdentity
 from hivemind_bus_client.protocol import crypto
 from hivemind_bus_client.protocol.connection import Connection, Role
+from hivemind_bus_client.protocol.v3offer import derive_psk
 from hivemind_bus_client.protocol.v3settings import V3Settings
 from hivemind_bus_client.transport.channel import Channel
 from hivemind_bus_client.transport.tls import client_context
@@ -58,8 +60,17 @@ class UpstreamParts:
         if self._v3 is None:
             if self.identity is None:
                 self.identity = NodeIdentity()
-            self._v3 = V3Client(self._client_config(), self.identity, key_path=self.noise_key_path)
+            self._v3 = V3Client(
+                self._client_config(),
+                self.identity,
+                key_path=self.noise_key_path,
+                derive=self._derive_psk,
+            )
         return self._v3
+
+    async def _derive_psk(self, password: str, node_id: str) -> bytes:
+        """Argon2id on the hub's bounded key-derivation executor (``HubNode.keywork``)."""
+        return await self.server.keywork.run(derive_psk, password, node_id)
 
     def _client_config(self) -> ClientConfig:
         """The master link's settings, as the client's engine takes them."""

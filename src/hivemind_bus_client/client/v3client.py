@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from hivemind_bus_client.client.config import ClientConfig
@@ -78,6 +79,8 @@ class V3Client:
         key_path: the Noise static key file (default: the identity's rules).
         disk_cache: whether the PSK cache file may serve this password
             (default: only when it is the identity file's password).
+        derive: ``await derive(password, node_id)`` runs ``derive_psk`` off the
+            loop (default: ``asyncio.to_thread``; a hub passes its bounded executor).
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class V3Client:
         *,
         key_path: str | os.PathLike[str] | None = None,
         disk_cache: bool | None = None,
+        derive: Callable[[str, str], Awaitable[bytes]] | None = None,
     ) -> None:
         self.config = config
         self.identity = identity
@@ -96,6 +100,7 @@ class V3Client:
         if disk_cache is None:
             disk_cache = bool(config.password) and config.password == identity.password
         self.disk_cache = disk_cache
+        self._derive = derive or _derive_in_thread
         #: A KK attempt to this hub just ended before a session: the next runs XX.
         self.kk_failed = False
         self._static: bytes | None = None
@@ -166,7 +171,7 @@ class V3Client:
         if psk is not None:
             self._source[node_id] = "cache"
             return psk
-        psk = await asyncio.to_thread(derive_psk, password, node_id)
+        psk = await self._derive(password, node_id)
         self.derivations += 1
         self._source[node_id] = "derived"
         self._memory[node_id] = psk
@@ -253,6 +258,10 @@ class V3Client:
             "If this client was reinstalled, clear the pin on the hub "
             "('hivemind-core reset-noise-pin <client id>')."
         )
+
+
+async def _derive_in_thread(password: str, node_id: str) -> bytes:
+    return await asyncio.to_thread(derive_psk, password, node_id)
 
 
 def _refused(error: BaseException) -> bool:

@@ -284,3 +284,42 @@ def test_cache_bounded(tmp_path: Path) -> None:
     assert stat.S_IMODE(os.stat(tmp_path / "k_psks.json").st_mode) == 0o600
     cache.clear()
     assert len(cache) == 0
+
+
+def test_psk_is_derived_off_the_event_loop(
+    v3hub: V3FakeHub, ident: NodeIdentity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from hivemind_bus_client.client import v3client
+
+    threads: list[threading.Thread] = []
+    real = v3client.derive_psk
+
+    def spy(password: str, node_id: str) -> bytes:
+        threads.append(threading.current_thread())
+        return real(password, node_id)
+
+    monkeypatch.setattr(v3client, "derive_psk", spy)
+
+    async def main() -> threading.Thread:
+        client = AsyncHiveMessageBusClient(
+            key="sat-key", host="ws://127.0.0.1", port=v3hub.port, identity=ident
+        )
+        await client.connect()
+        await client.close()
+        return threading.current_thread()
+
+    loop_thread = asyncio.run(main())
+    assert len(threads) == 1 and threads[0] is not loop_thread
+
+
+def test_binarized_v3_session(ident: NodeIdentity, make_client: MakeClient) -> None:
+    with V3FakeHub([Account("sat-key", PASSWORD)], binarize=True) as hub:
+        client = make_client(hub, password=None)
+        client.connect()
+        assert client._engine.handshake.binarize is True
+        assert ask(client, "bits") == "echo: bits"
+        wait_until(lambda: hub.frame_kinds)
+        assert (T.BUS, True) in hub.frame_kinds  # the utterance came as a bitstring
+        assert not hub.errors

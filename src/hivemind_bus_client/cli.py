@@ -1,7 +1,8 @@
 """The ``hivemind-client`` command (docs/client.md).
 
-Commands: ``set-identity``, ``test-identity``, ``reset-pgp``, ``terminal``,
-``send-mycroft``, ``escalate``, ``propagate``, ``query``, ``cascade``, ``ping``.
+Commands: ``set-identity``, ``test-identity``, ``reset-pgp``, ``forget-server``
+(in :mod:`~hivemind_bus_client.cli_identity`), ``terminal``, ``send-mycroft``,
+``escalate``, ``propagate``, ``query``, ``cascade``, ``ping``.
 Connection options default to the identity file
 (``$XDG_CONFIG_HOME/hivemind/_identity.json``).
 
@@ -20,6 +21,7 @@ import time
 import click
 from ovos_bus_client.message import Message
 
+from hivemind_bus_client.cli_identity import IDENTITY_COMMANDS
 from hivemind_bus_client.cli_support import (
     CliError,
     connect_client,
@@ -28,7 +30,6 @@ from hivemind_bus_client.cli_support import (
     message_options,
     ovos_message,
 )
-from hivemind_bus_client.identity import NodeIdentity
 from hivemind_bus_client.protocol.hive_map import HiveMapper
 from hivemind_bus_client.protocol.message import HiveMessage, HiveMessageType
 
@@ -48,53 +49,8 @@ def main(debug: bool) -> None:
     )
 
 
-@main.command("set-identity")
-@click.option("--key", default="", help="HiveMind access key")
-@click.option("--password", default="", help="HiveMind password")
-@click.option("--host", default="", help="HiveMind host")
-@click.option("--port", type=int, default=5678, help="HiveMind port number (default: 5678)")
-@click.option("--siteid", default="", help="location identifier for message.context")
-@friendly
-def set_identity(key: str, password: str, host: str, port: int, siteid: str) -> None:
-    """Write the identity file used by default by every command and by the library."""
-    if not (key or password or siteid):
-        raise CliError("please set at least one of --key, --password or --siteid")
-    identity = NodeIdentity()
-    if key:
-        identity.access_key = key
-    if password:
-        identity.password = password
-    if siteid:
-        identity.site_id = siteid
-    identity.default_port = port
-    if host:
-        identity.default_master = host if "://" in host else f"ws://{host}"
-    if not identity.public_key:
-        pub = identity.create_keys()
-        click.echo(f"PUBKEY: {pub}")
-    identity.save()
-    click.echo(f"identity saved: {identity.path}")
-
-
-@main.command("reset-pgp")
-@friendly
-def reset_pgp() -> None:
-    """Make a new RSA key pair for this node and save it in the identity."""
-    identity = NodeIdentity()
-    click.echo(f"PUBKEY: {identity.create_keys()}")
-    identity.save()
-    click.echo(f"identity saved: {identity.path}")
-
-
-@main.command("test-identity")
-@friendly
-def test_identity() -> None:
-    """Connect with the identity file alone and report."""
-    client = connect_client(None, None, None, None, None, reconnect=False)
-    try:
-        click.echo("== Identity successfully connected to HiveMind!")
-    finally:
-        client.close()
+for _command in IDENTITY_COMMANDS:
+    main.add_command(_command)
 
 
 @main.command("terminal")

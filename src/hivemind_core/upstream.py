@@ -30,27 +30,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from hivemind_bus_client.client.config import ClientConfig
 from hivemind_bus_client.client.engine import LinkEngine
 from hivemind_bus_client.exceptions import CloseCode, HandshakeError, HiveMindError
 from hivemind_bus_client.identity import NodeIdentity
-from hivemind_bus_client.protocol import crypto
-from hivemind_bus_client.protocol.connection import Connection, Role
+from hivemind_bus_client.protocol.connection import Connection
 from hivemind_bus_client.protocol.message import HiveMessage, HiveMessageType
 from hivemind_bus_client.protocol.reconnect import backoff, is_fatal
 from hivemind_bus_client.protocol.router import Link, LinkKind, Permissions
-from hivemind_bus_client.transport.channel import Channel
-from hivemind_bus_client.transport.tls import client_context
-from hivemind_bus_client.transport.websocket import connect
 from hivemind_core.config import UpstreamConfig, is_own_listener
 from hivemind_core.errors import UpstreamConfigError, UpstreamRefused
 from hivemind_core.node import HubNode
 from hivemind_core.returns import RETURN_KEY, ReturnTokens
+from hivemind_core.upstream_parts import DEFAULT_USERAGENT, UpstreamParts
 
 __all__ = [
+    "DEFAULT_USERAGENT",
     "RETURN_KEY",
     "UpstreamConfigError",
     "UpstreamLink",
@@ -62,11 +60,8 @@ LOG = logging.getLogger(__name__)
 
 T = HiveMessageType
 
-#: Default useragent this hub presents to its master.
-DEFAULT_USERAGENT = "HiveMind-relay-hub"
 
-
-class UpstreamLink:
+class UpstreamLink(UpstreamParts):
     """This hub's connection to its master (see the module docstring).
 
     Args:
@@ -80,6 +75,9 @@ class UpstreamLink:
             attempt (default: ``config.connect_timeout``).
         handshake_timeout: seconds the HiveMind handshake of one attempt may
             take once the socket is open (default: ``config.handshake_timeout``).
+        noise_key_path: this hub's Noise static key file for protocol v3
+            (default: the client identity rules, see ``upstream_parts``).
+        identity: where the master's Noise pin is kept (default: the identity file).
     """
 
     def __init__(
@@ -92,6 +90,8 @@ class UpstreamLink:
         max_delay: float = 10.0,
         connect_timeout: float | None = None,
         handshake_timeout: float | None = None,
+        noise_key_path: str | os.PathLike[str] | None = None,
+        identity: NodeIdentity | None = None,
     ) -> None:
         self.server = server
         self.config = config
@@ -101,6 +101,7 @@ class UpstreamLink:
         self._delays = delays or (lambda: backoff(initial=0.5, max_delay=max_delay))
         self.connect_timeout = connect_timeout or config.connect_timeout
         self.handshake_timeout = handshake_timeout or config.handshake_timeout
+        self.noise_key_path, self.identity = noise_key_path, identity
         #: The client engine of the current attempt (None between attempts).
         self.engine: LinkEngine | None = None
         self._stopped = asyncio.Event()
@@ -211,68 +212,6 @@ class UpstreamLink:
 
     # -- connecting ----------------------------------------------------------------------
 
-    def _client_config(self) -> ClientConfig:
-        """The master link's settings, as the client's engine takes them."""
-        cfg, hub = self.config, self.server.config
-        return ClientConfig(
-            host=cfg.host,
-            port=cfg.port,
-            key=cfg.key,
-            password=cfg.password or None,
-            useragent=cfg.useragent or DEFAULT_USERAGENT,
-            site_id=cfg.site_id or self.server.router.site_id or "unknown",
-            session_id=self.server.node_id,
-            secure=cfg.ssl,
-            self_signed=cfg.self_signed,
-            connect_timeout=self.connect_timeout,
-            handshake_timeout=self.handshake_timeout,
-            reconnect_delays=self._engine_delays,
-            ping_interval=hub.ping_interval or None,
-            ping_timeout=hub.ping_timeout or None,
-            max_size=hub.max_frame_size,
-        )
-
-    def _engine_delays(self) -> Iterator[float]:
-        """The engine's reconnect delays; notes when they run out (the link gives up)."""
-        yield from self._delays()
-        self._gave_up = True
-
-    async def _open_channel(self) -> Channel:
-        """A websocket to the master with the hub's limits (the engine's channel factory)."""
-        cfg = self.server.config
-        client = self._client_config()
-        return await connect(
-            client.url,
-            ssl_context=client_context(self.config.ssl, self.config.self_signed),
-            open_timeout=self.connect_timeout,
-            max_size=cfg.max_frame_size,
-            ping_interval=client.ping_interval,
-            ping_timeout=client.ping_timeout,
-            user_agent=DEFAULT_USERAGENT,
-            where=self.where,
-            max_frames=max(1, cfg.send_queue),
-            max_bytes=max(1, cfg.send_queue_bytes),
-        )
-
-    def _new_connection(self) -> Connection:
-        server = self.server
-        site_id = self.config.site_id or server.router.site_id
-        hello = {
-            "pubkey": crypto.public_key_pem(server.private_key),
-            "session": {"session_id": server.node_id, "site_id": site_id},
-            "site_id": site_id,
-            "node_id": server.node_id,
-            "is_hub": True,
-        }
-        return Connection(
-            Role.CLIENT,
-            password=self.config.password or None,
-            private_key=server.private_key,
-            hello=hello,
-            handshake_timeout=self.handshake_timeout,
-            max_size=server.config.max_frame_size,
-        )
-
     async def _run(self) -> None:
         """Open the master link, and open it again for as long as the hub runs.
 
@@ -309,6 +248,7 @@ class UpstreamLink:
             self._client_config(),
             NodeIdentity({}),
             channel_factory=self._open_channel,
+            v3=self._v3_state() if self.config.password else None,
             on_message=self._on_message,
             on_state=self._on_state,
             on_hello=self._on_hello,

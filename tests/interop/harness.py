@@ -775,3 +775,165 @@ def run_reference_client(
     report["log"] = str(log_path)
     report["returncode"] = rc
     return report
+
+
+# --------------------------------------------------------------------------- reference hub v3
+
+
+def ref_python_v3(log: TextIO | None = None) -> Path:
+    """Interpreter of the ``v3`` reference venv (hivemind-core 5.3.10a1), built on first use."""
+    spec = importlib.util.spec_from_file_location("_hivemind_refenv", TESTS_DIR / "refenv.py")
+    if spec is None or spec.loader is None:
+        raise HarnessError(f"cannot load {TESTS_DIR / 'refenv.py'}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return Path(module.ensure(log=log, generation="v3"))
+
+
+#: The 5.3.10a1 hub: no runtime zxcvbn check (the rows' passwords are random anyway).
+V3_HUB_ENV = {"HIVEMIND_DISABLE_PASSWORD_STRENGTH_CHECK": "1"}
+#: What a v3 row may send upward (5.x denies every type by default).
+V3_ALLOWED_TYPES = ("recognizer_loop:utterance",)
+
+
+def v3_client(name: str = "sat") -> ClientCreds:
+    """A row for the 5.3.10a1 hub: random key and password, utterances allowed."""
+    return make_client(name, allowed_types=list(V3_ALLOWED_TYPES))
+
+
+def write_server_json_v3(
+    config_home: Path, *, host: str, port: int, bus: OvosBus, binarize: bool
+) -> dict[str, Any]:
+    """``hivemind-core/server.json`` of 5.3.10a1: websocket only, OVOS agent on ``bus``,
+    json database, no presence announcements."""
+    conf: dict[str, Any] = {
+        "binarize": bool(binarize),
+        "agent_protocol": {
+            "module": "hivemind-ovos-agent-plugin",
+            "hivemind-ovos-agent-plugin": {"host": bus.host, "port": bus.port},
+        },
+        "binary_protocol": {"module": None},
+        "presence": {"enabled": False, "zeroconf": False, "upnp": False},
+        "network_protocol": {
+            "hivemind-websocket-plugin": {
+                "host": host,
+                "port": port,
+                "ssl": False,
+                "cert_dir": str(Path(config_home).parent / "certs"),
+                "cert_name": "hivemind",
+            }
+        },
+        "database": {
+            "module": "hivemind-json-db-plugin",
+            "hivemind-json-db-plugin": {"name": "clients", "subfolder": "hivemind-core"},
+        },
+    }
+    path = Path(config_home) / "hivemind-core" / "server.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(conf, indent=2), encoding="utf-8")
+    return conf
+
+
+def _register_clients_v3(
+    refpython: Path, env: dict[str, str], workdir: Path, rows: Sequence[ClientCreds]
+) -> None:
+    """Add ``rows`` through the 5.3.10a1 CLI (``add-client ... --allow <type>``)."""
+    exe = ref_bin(refpython, "hivemind-core")
+    for row in rows:
+        args: list[Any] = [exe, "add-client", "--name", row.name, "--access-key", row.access_key]
+        if row.password:
+            args += ["--password", row.password, "--allow-weak-password"]
+        if row.admin:
+            args += ["--admin", "true"]
+        for mtype in row.allowed_types or ():
+            args += ["--allow", mtype]
+        proc = start_process(
+            f"add-client-{row.name}", args, env=env, log_path=workdir / f"add-{row.name}.log"
+        )
+        try:
+            rc = proc.popen.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.stop()
+            raise HarnessError(f"add-client {row.name} timed out\n{proc.log()}") from None
+        if rc != 0:
+            raise HarnessError(f"add-client {row.name} failed (rc={rc})\n{proc.log()}")
+
+
+@contextlib.contextmanager
+def reference_hub_v3(
+    refpython: Path,
+    bus: OvosBus,
+    workdir: Path,
+    *,
+    clients: Sequence[ClientCreds] | None = None,
+    binarize: bool = False,
+    site_id: str | None = None,
+    host: str = LOOPBACK,
+    startup_timeout: float = 60.0,
+    attempts: int = 3,
+) -> Iterator[ReferenceHub]:
+    """Run ``hivemind-core listen`` 5.3.10a1 (protocol v3 only) on a free loopback port.
+
+    ``refpython`` is the v3 venv's interpreter (:func:`ref_python_v3`). Rows
+    default to one ``sat`` (:func:`v3_client`). ``site_id``: the hub identity's
+    site (5.x injects an ESCALATEd BUS message into its bus only when the
+    message's ``target_site_id`` is that site). Ready means: the port accepts
+    connections and an upgrade with an unknown key is answered.
+    """
+    workdir = Path(workdir)
+    root = workdir / "env"
+    env = isolated_env(root, V3_HUB_ENV)
+    write_mycroft_conf(Path(env["XDG_CONFIG_HOME"]), bus.host, bus.port, bus.route)
+    rows = list(clients if clients is not None else [v3_client("sat")])
+    started = time.monotonic()
+    proc: ManagedProcess | None = None
+    config_home = Path(env["XDG_CONFIG_HOME"])
+    if site_id is not None:
+        ident = config_home / "hivemind" / "_identity.json"
+        ident.parent.mkdir(parents=True, exist_ok=True)
+        ident.write_text(json.dumps({"site_id": site_id}), encoding="utf-8")
+    try:
+        port = free_port(host)
+        write_server_json_v3(config_home, host=host, port=port, bus=bus, binarize=binarize)
+        _register_clients_v3(refpython, env, workdir, rows)
+        log_path = workdir / "hub.log"
+        for attempt in range(attempts):
+            if attempt:
+                port = free_port(host)
+                write_server_json_v3(config_home, host=host, port=port, bus=bus, binarize=binarize)
+            proc = start_process(
+                "hivemind-core-v3",
+                [ref_bin(refpython, "hivemind-core"), "listen"],
+                env=env,
+                log_path=log_path,
+            )
+            try:
+                wait_until(
+                    lambda port=port: port_open(host, port),
+                    timeout=startup_timeout,
+                    what=f"hivemind-core 5.3.10a1 listening on {host}:{port}",
+                    procs=[proc],
+                )
+                break
+            except HarnessError as exc:
+                proc.stop()
+                bus.check_alive()
+                if attempt == attempts - 1:
+                    raise HarnessError(f"{exc}\n{bus.logs()}") from None
+        assert proc is not None
+        status, _rest = probe_hub(host, port)
+        if " 101 " not in status + " ":
+            raise HarnessError(f"v3 hub probe got {status!r}\n" + format_logs([log_path]))
+        yield ReferenceHub(
+            host=host,
+            port=port,
+            clients={c.name: c for c in rows},
+            root=root,
+            log_path=log_path,
+            proc=proc,
+            bus=bus,
+            started_s=round(time.monotonic() - started, 3),
+        )
+    finally:
+        if proc is not None:
+            proc.stop()

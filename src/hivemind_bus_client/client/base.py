@@ -200,7 +200,7 @@ class ClientBase:
 
     @property
     def max_protocol_version(self) -> int:
-        """Highest protocol version this client may speak (1..3; it speaks v1 today)."""
+        """Highest protocol version this client may speak (1..3; v3 needs 3 and a password)."""
         return self.config.max_protocol_version
 
     @property

@@ -132,8 +132,9 @@ class ClientConfig:
     """Seconds for opening the websocket (TCP, TLS, HTTP upgrade); the whole
     ``connect()`` stays bounded by ``connect_timeout``."""
     max_protocol_version: int = MAX_PROTOCOL_VERSION
-    """Highest HiveMind protocol version to speak (1 to 3). The client speaks v1
-    today; 2 and 3 mean "newer when available, else v1"."""
+    """Highest HiveMind protocol version to speak (1 to 3). At 3, with a password,
+    the client runs protocol v3 (Noise) when the hub offers it, else v1; 1 and 2
+    mean v1 only."""
     send_timeout: float = 10.0
     """How long ``emit`` waits for a link that is reconnecting."""
     max_size: int = 16 * 1024 * 1024

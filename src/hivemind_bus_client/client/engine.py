@@ -43,12 +43,13 @@ from hivemind_bus_client.client.keys import (
     build_session,
     websocket_factory,
 )
+from hivemind_bus_client.client.sending import EngineSending
+from hivemind_bus_client.client.v3client import V3Client
 from hivemind_bus_client.exceptions import (
     CloseCode,
     ConnectionClosedError,
     ConnectTimeout,
     HiveMindError,
-    InvalidState,
 )
 from hivemind_bus_client.identity import NodeIdentity
 from hivemind_bus_client.protocol.connection import (
@@ -58,9 +59,11 @@ from hivemind_bus_client.protocol.connection import (
     HandshakeComplete,
     HelloReceived,
     MessageReceived,
+    PSKNeeded,
 )
 from hivemind_bus_client.protocol.message import HiveMessage
 from hivemind_bus_client.protocol.reconnect import is_fatal
+from hivemind_bus_client.protocol.v3settings import V3Settings
 from hivemind_bus_client.transport.channel import Channel, ChannelClosed
 from hivemind_bus_client.transport.driver import LinkDriver
 from hivemind_bus_client.transport.errors import close_error
@@ -70,7 +73,7 @@ __all__ = ["ChannelFactory", "LinkEngine", "build_session", "websocket_factory"]
 LOG = logging.getLogger(__name__)
 
 
-class LinkEngine:
+class LinkEngine(EngineSending):
     """One client's link to its hub, with reconnects (see the module docstring).
 
     Args:
@@ -81,8 +84,10 @@ class LinkEngine:
         on_state: called with (keyed?, reason) on every change.
         on_hello: called with the payload of each HELLO of the hub.
         on_open: called with True when a channel opened, False when it is gone.
-        connection_factory: builds the sans-I/O Connection of each attempt
-            (default: :meth:`LinkKeys.new_connection`).
+        connection_factory: builds the sans-I/O Connection of each attempt from
+            its v3 settings (``None``: v1 only); default :meth:`LinkKeys.new_connection`.
+        v3: the protocol v3 state (static key, pins, PSK cache); default: the
+            identity's files (:class:`~hivemind_bus_client.client.v3client.V3Client`).
         name: names the engine's task and log lines.
     """
 
@@ -96,7 +101,8 @@ class LinkEngine:
         on_state: Callable[[bool, BaseException | None], None] | None = None,
         on_hello: Callable[[dict[str, Any]], None] | None = None,
         on_open: Callable[[bool], None] | None = None,
-        connection_factory: Callable[[], Connection] | None = None,
+        connection_factory: Callable[[V3Settings | None], Connection] | None = None,
+        v3: V3Client | None = None,
         name: str = "hivemind-client-link",
     ) -> None:
         self.config = config
@@ -126,21 +132,39 @@ class LinkEngine:
         self._supervisor: asyncio.Task[None] | None = None
         self._keyed: asyncio.Future[None] | None = None
         self._early: list[HiveMessage] | None = None
+        self._attempt_conn: Connection | None = None
         self.keys = LinkKeys(config, identity)
         #: Builds the Connection of each attempt (default: a client end with our settings).
-        self.connection_factory: Callable[[], Connection] = (
+        self.connection_factory: Callable[[V3Settings | None], Connection] = (
             connection_factory or self.keys.new_connection
         )
+        #: Protocol v3: our static key, the hub's pin, the PSKs (docs/client.md).
+        self.v3 = v3 if v3 is not None else V3Client(config, identity)
+        self._psk_tasks: set[asyncio.Task[None]] = set()
 
     # -- opening a link ------------------------------------------------------------
 
-    @property
-    def connected(self) -> bool:
-        """True while a keyed link exists."""
-        return self.ready is not None and self.ready.is_set()
-
     async def open_link(self) -> None:
-        """Open a channel and complete the handshake, or raise (see the module docstring)."""
+        """Open a channel and complete the handshake, or raise (see the module docstring).
+
+        A v3 attempt that fails before its session may be retried once at once
+        (:meth:`V3Client.failed`: KK refused, so XX; a cached PSK refused).
+        """
+        for attempt in (1, 2):
+            self._attempt_conn = None
+            try:
+                await self._open_once()
+                return
+            except HiveMindError as exc:
+                retry, error = self.v3.failed(self._attempt_conn, exc)
+                if retry and attempt == 1 and not self.closing:
+                    LOG.info("v3 handshake with %s failed (%s); retrying", self.config.where, exc)
+                    continue
+                if error is exc:
+                    raise
+                raise error from exc
+
+    async def _open_once(self) -> None:
         loop = asyncio.get_running_loop()
         self.loop = loop
         if self.ready is None:
@@ -154,8 +178,11 @@ class LinkEngine:
                 f"no link to {cfg.where} within {cfg.connect_timeout:g} s"
             ) from None
         self._opened(True)
-        conn = self.connection_factory()
-        driver = LinkDriver(conn, channel, self._on_event, name=self.name)
+        conn = self.connection_factory(self.v3.settings())
+        self._attempt_conn = conn
+        driver = LinkDriver(
+            conn, channel, lambda ev: self._on_event(ev, conn, driver), name=self.name
+        )
         self._keyed = keyed = loop.create_future()
         self._early = []
         driver.start()
@@ -173,6 +200,7 @@ class LinkEngine:
                 )
         except BaseException:
             self._early = None
+            self._cancel_psk_tasks()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(driver.close(CloseCode.NORMAL, "handshake abandoned"), 2)
             run.cancel()
@@ -203,7 +231,7 @@ class LinkEngine:
         if self.on_open is not None:
             self.on_open(up)
 
-    def _on_event(self, event: Event) -> None:
+    def _on_event(self, event: Event, conn: Connection, driver: LinkDriver) -> None:
         if isinstance(event, MessageReceived):
             self.stats["messages_in"] += 1
             if self._early is not None:
@@ -212,12 +240,37 @@ class LinkEngine:
                 self._deliver(event.message)
         elif isinstance(event, HelloReceived):
             self._on_hello(event.payload)
+        elif isinstance(event, PSKNeeded):
+            task = asyncio.get_running_loop().create_task(
+                self._provide_psk(conn, driver, event.node_id), name=f"{self.name}-psk"
+            )
+            self._psk_tasks.add(task)
+            task.add_done_callback(self._psk_tasks.discard)
         elif isinstance(event, HandshakeComplete):
             self.handshake = event
+            if event.protocol >= 3:
+                self.v3.keyed(conn, event)
             if self._keyed is not None and not self._keyed.done():
                 self._keyed.set_result(None)
         elif isinstance(event, CloseRequested) and self._early is None and not self._quiet:
             LOG.warning("closing link: %s (code %s)", event.reason, event.code)
+
+    async def _provide_psk(self, conn: Connection, driver: LinkDriver, node_id: str) -> None:
+        """Answer a PSKNeeded (cache, else Argon2id in a thread), then let the link go on."""
+        try:
+            psk = await self.v3.psk_for(node_id)
+        except Exception as exc:  # the derivation itself failed: end this attempt
+            LOG.error("deriving the v3 PSK failed: %r", exc)
+            if driver.ended is None:
+                await driver.close(CloseCode.INTERNAL, "PSK derivation failed")
+            return
+        if driver.ended is None:
+            conn.provide_psk(psk)
+            driver.process()
+
+    def _cancel_psk_tasks(self) -> None:
+        for task in list(self._psk_tasks):
+            task.cancel()
 
     def _deliver(self, msg: HiveMessage) -> None:
         if self.on_message is not None:
@@ -261,6 +314,7 @@ class LinkEngine:
             try:
                 closed = await run
                 reason: BaseException = close_error(closed, self.config.where, handshaking=False)
+                reason = self.v3.lost(self.conn, reason)
             except Exception as exc:  # a bug below must not kill the link silently
                 LOG.exception("link driver failed")
                 reason = exc
@@ -342,57 +396,4 @@ class LinkEngine:
                 await sup
         if self.ready is not None:
             self.ready.clear()
-
-    # -- sending ---------------------------------------------------------------------
-
-    async def wait_ready(self, timeout: float) -> None:
-        """Wait until a keyed link exists; raise if the client stopped or time ran out."""
-        if self.ready is None:
-            raise InvalidState("not connected: call connect() first")
-        if self.ready.is_set():
-            return
-        if self.fatal_error is not None:
-            raise ConnectionClosedError(None, f"client stopped: {self.fatal_error}")
-        if self.closing:
-            raise InvalidState("the client is closed")
-        try:
-            await asyncio.wait_for(self.ready.wait(), timeout)
-        except asyncio.TimeoutError:
-            raise ConnectionClosedError(
-                None, f"no link to the hub (reconnecting) after {timeout:g} s"
-            ) from None
-
-    async def send(self, message: HiveMessage) -> None:
-        """Encode and write one message, waiting for a link if one is being reopened
-        and while the channel's backlog is more than half full."""
-        await self.wait_ready(self.config.send_timeout)
-        driver = self.driver
-        room = getattr(driver.channel, "wait_writable", None) if driver is not None else None
-        if room is not None:  # backpressure: never overflow our own backlog and lose the link
-            await room()
-        self.send_nowait(message, quiet=False)
-
-    def send_nowait(self, message: HiveMessage, *, quiet: bool = True) -> bool:
-        """Write one message on the current link now; False (or raise) when there is none.
-
-        Raises (only with ``quiet=False``):
-            ConnectionClosedError: the link is gone.
-        """
-        driver = self.driver
-        if driver is None or not self.connected:
-            if quiet:
-                LOG.debug("no link: %s not sent", message.msg_type.value)
-                return False
-            raise ConnectionClosedError(None, "link lost while sending")
-        try:
-            driver.send(message)
-        except ChannelClosed as exc:
-            if quiet:
-                return False
-            raise ConnectionClosedError(exc.code, exc.reason or "link lost while sending") from None
-        except InvalidState:
-            if quiet:
-                return False
-            raise ConnectionClosedError(None, "link lost while sending") from None
-        self.stats["messages_out"] += 1
-        return True
+        self._cancel_psk_tasks()

@@ -11,6 +11,7 @@ from hivemind_bus_client.client.config import ClientConfig
 from hivemind_bus_client.identity import NodeIdentity
 from hivemind_bus_client.protocol import crypto
 from hivemind_bus_client.protocol.connection import Connection, Role
+from hivemind_bus_client.protocol.v3settings import V3Settings
 from hivemind_bus_client.transport import websocket
 from hivemind_bus_client.transport.channel import Channel
 from hivemind_bus_client.transport.tls import client_context
@@ -80,8 +81,12 @@ class LinkKeys:
         self._session["site_id"] = self.config.site_id
         return self._session
 
-    def new_connection(self) -> Connection:
-        """A fresh client Connection with our settings (one per link attempt)."""
+    def new_connection(self, v3: V3Settings | None = None) -> Connection:
+        """A fresh client Connection with our settings (one per link attempt).
+
+        ``v3``: the protocol v3 settings of this attempt (``None``: v1 only); the
+        hub's offer decides whether the link runs v3.
+        """
         cfg = self.config
         hello = {
             "pubkey": self.identity.public_key,
@@ -101,6 +106,7 @@ class LinkKeys:
             handshake_timeout=cfg.handshake_timeout,
             max_size=cfg.max_size,
             max_inflated=cfg.max_inflated,
+            v3=v3,
         )
 
 

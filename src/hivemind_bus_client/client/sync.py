@@ -77,7 +77,8 @@ class HiveMessageBusClient(ClientCore):
     ``encodings``, ``ciphers``, ``answer_pings``, ``cascade_timeout``; and the 1.2.x client's
     ``websocket_ping_interval``, ``websocket_ping_timeout`` (the same keepalive
     settings, 20 s each), ``websocket_connect_timeout`` (30 s, the websocket
-    opening) and ``max_protocol_version`` (1..3, default 3; v1 is spoken today).
+    opening) and ``max_protocol_version`` (1..3, default 3: protocol v3 with
+    a password when the hub offers it, else v1; docs/client.md, "Protocol v3").
 
     Attributes:
         connected_event: set while a socket to the hub is open.

@@ -18,14 +18,20 @@ from pathlib import Path
 from ovos_bus_client.message import Message
 
 from hivemind_bus_client.asyncio_client import AsyncHiveMessageBusClient
+from hivemind_bus_client.client.noisekeys import new_static_key, noise_key_path, write_static_key
 from hivemind_bus_client.identity import NodeIdentity
 from hivemind_core.agents.embedded import EmbeddedAgent
 from hivemind_core.config import HubConfig
 from hivemind_core.database import open_database
+from hivemind_core.noise_keys import create_noise_key
 from hivemind_core.server import HubServer
 from support.net import free_port
 
 from .hubkit import HUB_KEY
+
+#: The hub's v3 static key, kept across the restart as its key file keeps it
+#: (a new key would contradict the satellites' pins).
+HUB_NOISE_KEY = create_noise_key()
 
 SATELLITES = 25
 
@@ -48,13 +54,19 @@ def test_every_satellite_is_answered_within_5_s_of_a_hub_restart(tmp_path: Path)
         row = db.add_client("fleet", password="fleet-pw")
 
         async def start_hub() -> HubServer:
-            server = HubServer(cfg, db, EmbeddedAgent(cfg), private_key=HUB_KEY)
+            server = HubServer(
+                cfg, db, EmbeddedAgent(cfg), private_key=HUB_KEY, noise_key=HUB_NOISE_KEY
+            )
             await server.start()
             return server
 
         hub = await start_hub()
         with tempfile.TemporaryDirectory() as idtmp:
             identity = NodeIdentity(Path(idtmp) / "identity.json")
+            # One identity for the fleet, so one v3 static key, provisioned
+            # before the satellites start (each would otherwise make its own
+            # at once, and the hub pins one key per client row).
+            write_static_key(noise_key_path(identity), new_static_key())
             clients = [
                 AsyncHiveMessageBusClient(
                     key=row.api_key,

@@ -63,7 +63,8 @@ class KeyWork:
                 LOG.warning(
                     "key derivation queue full (%d): refused %d", self.pending, self.refused
                 )
-            raise KeyWorkBusy(f"{self.pending} key derivations already queued")
+            # The message is the close reason the peer reads: the same whatever was queued.
+            raise KeyWorkBusy("try again later")
         self.pending += 1
         try:
             loop = asyncio.get_running_loop()

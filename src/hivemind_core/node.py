@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from hivemind_bus_client.protocol import crypto
-from hivemind_bus_client.protocol.connection import Connection, Role
+from hivemind_bus_client.protocol.connection import Connection
 from hivemind_bus_client.protocol.framing import encode_once
 from hivemind_bus_client.protocol.message import HiveMessage, HiveMessageType
 from hivemind_bus_client.protocol.router import (
@@ -55,6 +55,7 @@ from hivemind_core.binary import BinaryHandler, LoggingBinaryHandler
 from hivemind_core.config import HubConfig
 from hivemind_core.delivery import Delivery
 from hivemind_core.handshake_ivs import HandshakeIVs
+from hivemind_core.hubconn import hub_connection
 from hivemind_core.keying import HandshakeLimits
 from hivemind_core.keywork import KeyWork
 from hivemind_core.last_seen import LastSeenWriter
@@ -202,27 +203,7 @@ class HubNode(Delivery):
         With ``v3`` (transports that carry it), a row with a password is
         offered v3 as well as v1 (:meth:`NoiseHub.settings_for`).
         """
-        cfg = self.config
-        conn = Connection(
-            Role.HUB,
-            password=getattr(client, "password", None) or None,
-            crypto_key=getattr(client, "crypto_key", None) or None,
-            private_key=self.private_key,
-            encodings=cfg.allowed_encodings,
-            ciphers=cfg.allowed_ciphers,
-            binarize=cfg.binarize,
-            prefer_own_order=cfg.prefer_hub_order,
-            node_id=self.node_id,
-            handshake_timeout=cfg.handshake_timeout,
-            max_size=cfg.max_frame_size,
-            max_inflated=cfg.max_inflated,
-            allow_v0=getattr(cfg, "allow_v0", True),
-            v3=self.noise.settings_for(client, self.node_id) if v3 else None,
-        )
-        client_id = getattr(client, "client_id", None)
-        if isinstance(client_id, int):
-            conn.fresh_iv = self.handshake_ivs.checker(client_id)
-        return conn
+        return hub_connection(self, client, v3=v3)
 
     # -- satellites ------------------------------------------------------------------
 

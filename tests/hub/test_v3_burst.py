@@ -154,7 +154,9 @@ async def _busy() -> None:
         refused = [c for c in clients if c.close_code == 1013]
         assert refused, outcomes
         assert all(c.close_reason == "try again later" for c in refused)
-        assert node.stats.get("key_work_busy", 0) == len(refused)
+        # Counted per refused derivation: a refused link may have had its PSK
+        # and its password-handshake key refused.
+        assert node.stats.get("key_work_busy", 0) >= len(refused)
         for c in clients:
             await c.close()
 

@@ -152,7 +152,8 @@ async def _xx_then_kk() -> None:
         await wait_for(lambda: hub.db.get_client(row.client_id).metadata.get(PIN_FIELD))
         pin = hub.db.get_client(row.client_id).metadata[PIN_FIELD]
         assert pin == public_hex(CLIENT_STATIC)
-        assert hub.server.stats.get("noise_pins") == 1
+        # Counted once the worker thread's write has returned to the loop.
+        await wait_for(lambda: hub.server.stats.get("noise_pins") == 1)
         await sat.close()
 
         # The second connection: KK is offered, and runs when the client has its pin.

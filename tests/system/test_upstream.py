@@ -30,6 +30,7 @@ from hivemind_bus_client.router import LinkKind
 from hivemind_core.agents.embedded import EmbeddedAgent
 from hivemind_core.config import HubConfig, UpstreamConfig
 from hivemind_core.database import open_database
+from hivemind_core.noise_keys import create_noise_key
 from hivemind_core.server import HubServer
 from hivemind_core.upstream import RETURN_KEY, UpstreamConfigError
 from support.net import free_port
@@ -37,6 +38,10 @@ from support.net import free_port
 T = HiveMessageType
 MASTER_KEY = crypto.create_private_key()
 RELAY_KEY = crypto.create_private_key()
+
+
+#: The master's v3 static key (a restart keeps it; the relay pinned it).
+MASTER_NOISE_KEY = create_noise_key()
 
 
 def run(coro: Any) -> Any:
@@ -145,7 +150,10 @@ def test_relay_escalate_answer_broadcast_and_reconnect() -> None:
             async def master_hub() -> AsyncIterator[HubServer]:
                 cfg = HubConfig(host="127.0.0.1", port=master_port, db_path=db_path)
                 db = open_database(cfg, backend="sqlite", path=db_path)
-                server = HubServer(cfg, db, EmbeddedAgent(cfg), private_key=MASTER_KEY)
+                # The restarted master keeps its v3 key, as its key file keeps it.
+                server = HubServer(
+                    cfg, db, EmbeddedAgent(cfg), private_key=MASTER_KEY, noise_key=MASTER_NOISE_KEY
+                )
                 try:
                     await server.start()
                     yield server
@@ -363,8 +371,11 @@ def test_malformed_frame_from_the_master_relinks(frame: str | bytes) -> None:
                     assert link.connects == 1
                     (to_relay,) = [c for c in master.connections if c.peer]
                     await to_relay.channel.ws.send(frame)
-                    # the relay drops that link and links again; it never crashes
-                    await until(lambda: link.connects == 2 and link.linked.is_set(), timeout=10)
+                    # Over v3 (the relay has a password) a text frame on the session
+                    # is dropped and the link stays; over v1 the relay links again.
+                    # Either way it never crashes and its satellites are answered.
+                    await asyncio.sleep(0.5)
+                    await until(link.linked.is_set, timeout=10)
                     assert relay.stats.get("errors", 0) == 0
                     sat = await TestClient(relay.port, "sat-key", "sat-pw").connect()
                     await sat.send(escalated_utterance("echo after the bad frame"))

@@ -11,6 +11,7 @@ running loop (tools, tests) it writes at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -59,6 +60,15 @@ class LastSeenWriter:
                 await asyncio.to_thread(self._write, batch)
         finally:
             self._task = None
+
+    async def aclose(self) -> None:
+        """Stop the debounce task and write what is pending, in a worker thread."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.to_thread(self.flush)
 
     def flush(self) -> None:
         """Write what is pending now, in this thread (shutdown, no loop)."""

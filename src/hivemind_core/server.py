@@ -181,6 +181,8 @@ class HubServer(HubNode):
         self.halt()
         await self._upkeep.stop()
         await self.listener.close()
+        with contextlib.suppress(Exception):  # the last leaves' last_seen
+            await self.node.last_seen.aclose()
         with contextlib.suppress(Exception):
             await self.agent.stop()
         with contextlib.suppress(Exception):

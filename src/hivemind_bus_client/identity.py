@@ -38,7 +38,7 @@ from typing import Any
 from hivemind_bus_client.exceptions import CryptoError
 from hivemind_bus_client.protocol import crypto
 
-__all__ = ["NodeIdentity", "default_identity_path", "identity_dir"]
+__all__ = ["NodeIdentity", "default_identity_path", "identity_dir", "write_private"]
 
 LOG = logging.getLogger(__name__)
 
@@ -57,8 +57,12 @@ def default_identity_path() -> Path:
     return identity_dir() / _FILE_NAME
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, readable by the owner only (0600)."""
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, readable by the owner only (0600).
+
+    A missing folder is created 0700. Identity, RSA key, Noise key and PSK
+    cache files are all written this way.
+    """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -126,7 +130,7 @@ class NodeIdentity:
     def save(self) -> None:
         """Write the identity file atomically with mode 0600."""
         text = json.dumps(self._data, indent=4, ensure_ascii=False)
-        _write_private(self.path, text)
+        write_private(self.path, text)
 
     def as_dict(self) -> dict[str, Any]:
         """A copy of the stored values."""
@@ -245,7 +249,7 @@ class NodeIdentity:
         """
         key = crypto.create_private_key()
         path = Path(key_path) if key_path is not None else self.path.parent / _KEY_FILE_NAME
-        _write_private(path, crypto.private_key_pem(key))
+        write_private(path, crypto.private_key_pem(key))
         self.private_key = str(path)
         self.public_key = crypto.public_key_pem(key)
         return self.public_key

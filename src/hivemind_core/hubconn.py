@@ -35,7 +35,7 @@ def hub_connection(node: Any, client: Any, *, v3: bool = True) -> Connection:
         handshake_timeout=cfg.handshake_timeout,
         max_size=cfg.max_frame_size,
         max_inflated=cfg.max_inflated,
-        allow_v0=getattr(cfg, "allow_v0", True),
+        allow_v0=cfg.allow_v0,
         v3=node.noise.settings_for(client, node.node_id) if v3 else None,
     )
     client_id = getattr(client, "client_id", None)

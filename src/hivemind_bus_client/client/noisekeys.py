@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from hivemind_bus_client.exceptions import ConfigurationError
-from hivemind_bus_client.identity import NodeIdentity
+from hivemind_bus_client.identity import NodeIdentity, write_private
 
 __all__ = [
     "MAX_CACHED_PSKS",
@@ -60,23 +59,6 @@ PINS_FIELD = "pinned_noise_keys"
 KEY_FIELD = "noise_key"
 #: Most entries the PSK cache keeps.
 MAX_CACHED_PSKS = 32
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` atomically with mode 0600 (folders 0700 when created)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 # -- the static key ---------------------------------------------------------------------
@@ -122,7 +104,7 @@ def read_static_key(path: str | os.PathLike[str]) -> bytes | None:
 
 def write_static_key(path: str | os.PathLike[str], key: bytes) -> None:
     """Store ``key`` as 64 lowercase hex characters, no newline, mode 0600."""
-    _write_private(Path(path), key.hex())
+    write_private(Path(path), key.hex())
     LOG.info("saved a new Noise static key in %s", path)
 
 
@@ -221,7 +203,7 @@ class PskCache:
 
     def _store(self, entries: dict[str, str]) -> None:
         try:
-            _write_private(self.path, json.dumps(entries, indent=2))
+            write_private(self.path, json.dumps(entries, indent=2))
         except OSError as exc:
             LOG.warning("cannot write the PSK cache %s: %s", self.path, exc.strerror or exc)
 
